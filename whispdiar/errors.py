@@ -1,0 +1,58 @@
+"""Errors a user can cause, each with its own exit code (documented in docs/cli.md).
+
+The CLI prints ``str(error)`` as one line on stderr and exits with ``error.exit_code``;
+anything else escaping is a bug.
+"""
+
+from __future__ import annotations
+
+
+class WhispdiarError(Exception):
+    """Base class: a problem with the user's input or environment, not a bug."""
+
+    exit_code = 1
+
+
+class UsageError(WhispdiarError):
+    exit_code = 2
+
+
+class InputNotFound(WhispdiarError):
+    exit_code = 3
+
+
+class AudioError(WhispdiarError):
+    """Unreadable, empty, corrupt or otherwise unusable audio."""
+
+    exit_code = 4
+
+
+class ModelError(WhispdiarError):
+    """Unknown, missing or corrupt model file."""
+
+    exit_code = 5
+
+
+class OutputError(WhispdiarError):
+    """Cannot write an output file."""
+
+    exit_code = 6
+
+
+class VoiceprintError(WhispdiarError):
+    """Speaker database problem (corrupt file, incompatible model, refused sample)."""
+
+    exit_code = 7
+
+
+class FetchError(ModelError):
+    """No source of a model could be used."""
+
+    exit_code = 8
+
+
+# Conventional shell codes for signals (128 + signal number).
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+# Batch run where some inputs failed and others succeeded.
+EXIT_PARTIAL = 9
