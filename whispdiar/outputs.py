@@ -1,0 +1,143 @@
+"""Where results go: stdout or files, decided once per run; atomic file writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import audio
+from .errors import OutputError, UsageError
+
+if TYPE_CHECKING:
+    from .diarization import Diarization
+
+
+@dataclass(slots=True)
+class PlannedInput:
+    source: Path  # file to read (a temp copy for stdin)
+    display: str  # name shown to the user and written into outputs
+    destinations: dict[str, Path | None]  # format -> file, or None for stdout
+    temporary: bool = False
+
+    def cleanup(self) -> None:
+        if self.temporary:
+            self.source.unlink(missing_ok=True)
+
+
+@dataclass(slots=True)
+class OutputPlan:
+    formats: list[str]
+    items: list[PlannedInput] = field(default_factory=list)
+
+
+def plan_outputs(
+    inputs: list[str], formats: list[str], allowed: tuple[str, ...], output_dir: Path | None, output: Path | None
+) -> OutputPlan:
+    """Check the combination of inputs/formats/destinations; refuse ambiguous ones before any work."""
+    fmts = list(dict.fromkeys(f.lower() for f in formats))
+    for f in fmts:
+        if f not in allowed:
+            raise UsageError(f"unknown format '{f}' (choose from: {', '.join(allowed)})")
+    if not inputs:
+        raise UsageError("no input files given")
+    if inputs.count("-") > 1:
+        raise UsageError("standard input (-) can be given only once")
+    if output is not None and output_dir is not None:
+        raise UsageError("give either --output FILE or --output-dir DIR, not both")
+    single = len(inputs) == 1 and len(fmts) == 1
+    if output is not None and not single:
+        raise UsageError("--output FILE takes one input and one format; use --output-dir DIR for more")
+    if output_dir is None and output is None and not single:
+        raise UsageError("several inputs or formats need --output-dir DIR (each result goes to <stem>.<ext>)")
+    if output_dir is not None:
+        _check_writable_dir(output_dir)
+    if output is not None:
+        _check_writable_dir(output.parent if str(output.parent) else Path("."))
+
+    plan = OutputPlan(fmts)
+    seen: dict[Path, str] = {}
+    for name in inputs:
+        stem = "stdin" if name == "-" else Path(name).stem
+        dests: dict[str, Path | None] = {}
+        for f in fmts:
+            if output_dir is not None:
+                dest = output_dir / f"{stem}.{f}"
+                if dest in seen:
+                    raise UsageError(f"{name} and {seen[dest]} would both write {dest}")
+                seen[dest] = name
+                dests[f] = dest
+            else:
+                dests[f] = output
+        plan.items.append(PlannedInput(Path(name), "stdin" if name == "-" else name, dests))
+    # Read stdin only after every check passed.
+    for item in plan.items:
+        if str(item.source) == "-":
+            item.source = audio.stdin_to_tempfile()
+            item.temporary = True
+    return plan
+
+
+def _check_writable_dir(d: Path) -> None:
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create output directory {d}: {e.strerror}") from None
+    if not d.is_dir():
+        raise OutputError(f"{d} is not a directory")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise OutputError(f"output directory {d} is not writable")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory + rename: readers never see half a file."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".part")
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {e.strerror}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def clock(t: float) -> str:
+    """00:05.20 / 1:02:03.40 style time for human-readable lines."""
+    cs = int(round(t * 100))
+    h, rem = divmod(cs, 360000)
+    m, rem = divmod(rem, 6000)
+    s, c = divmod(rem, 100)
+    return f"{h}:{m:02d}:{s:02d}.{c:02d}" if h else f"{m:02d}:{s:02d}.{c:02d}"
+
+
+def render_turns(d: Diarization, uri: str, fmt: str) -> str:
+    """A diarization alone (the `diarize` command) as txt, rttm or json."""
+    from .rttm import format_rttm
+
+    if fmt == "rttm":
+        return format_rttm(d.turns, Path(uri).stem)
+    if fmt == "json":
+        speech = {s: 0.0 for s in d.speakers}
+        for t in d.turns:
+            speech[t.speaker] = speech.get(t.speaker, 0.0) + t.duration
+        doc = {
+            "audio": uri,
+            "duration": round(d.duration, 3),
+            "speakers": [{"label": s, "speech_seconds": round(v, 3)} for s, v in speech.items()],
+            "turns": [{"start": round(t.start, 3), "end": round(t.end, 3), "speaker": t.speaker} for t in d.turns],
+        }
+        return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
+    return "".join(f"[{clock(t.start)} - {clock(t.end)}] {t.speaker}\n" for t in d.turns)
