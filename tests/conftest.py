@@ -41,3 +41,8 @@ def whisper_tiny_en_path() -> Path:
 @pytest.fixture(scope="session")
 def whisper_base_path() -> Path:
     return _model("base")
+
+
+@pytest.fixture(scope="session")
+def vad_model_path() -> Path:
+    return _model("silero-vad")

@@ -36,7 +36,7 @@ def _install_copy(name: str, src: Path, home: Path) -> models.ModelSpec:
 def test_manifest_lists_required_models_with_official_source_first() -> None:
     specs = models.load_manifest()
     assert {"base", "tiny.en", "segmentation-3.0", "campplus"} <= set(models.default_models(specs))
-    assert not specs["silero-vad"].default
+    assert not specs["sample"].default
     for spec in specs.values():
         assert spec.licence and spec.file
         kinds = [s.kind for s in spec.sources]

@@ -1,17 +1,26 @@
 """Audio input: any file soundfile (or ffmpeg) can read, as 16 kHz mono float32.
 
 Long recordings are read in blocks (`stream`), so memory does not grow with length.
-Multichannel audio is averaged to mono unless one channel is picked.
+Multichannel audio is averaged to mono unless one channel is picked (``channel``).
+Any sample rate from 1 kHz to 768 kHz is resampled to 16 kHz with soxr (HQ, streaming).
+
+Every way a file can be unusable maps to one ``AudioError``/``InputNotFound`` subclass
+with its own exit code (see errors.py and docs/cli.md); nothing else escapes from here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +29,31 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import AudioError, InputNotFound
+from .errors import (
+    AudioError,
+    CorruptAudio,
+    EmptyInput,
+    FfmpegMissing,
+    InputIsDirectory,
+    InputNotFound,
+    InputPermissionDenied,
+    NoAudio,
+    NonFiniteAudio,
+    NotAudio,
+    UsageError,
+)
 
 SAMPLE_RATE = 16000
 BLOCK_SECONDS = 30.0
+MIN_RATE, MAX_RATE = 1000, 768000  # outside this a header is damaged, not exotic
+# Cap on raw samples (frames x channels) read at once: 96 kHz x 8 ch x 30 s would be 92 MB.
+MAX_BLOCK_SAMPLES = 1 << 22
+
+FFMPEG_SUFFIXES = {".m4a", ".mp4", ".aac", ".webm", ".mkv", ".mka", ".mov", ".wma", ".opus", ".amr", ".3gp", ".ac3"}
+
+# libsndfile error codes (sndfile.h) that mean "this is not audio we know".
+_SF_ERR_UNRECOGNISED_FORMAT = 1
+_SF_ERR_SYSTEM = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,76 +64,253 @@ class AudioInfo:
     channels: int
 
 
+# --------------------------------------------------------------------------- checks
 def _check_path(path: Path) -> None:
-    if not path.exists():
-        raise InputNotFound(f"{path}: no such file")
-    if path.is_dir():
-        raise InputNotFound(f"{path}: is a directory, not an audio file")
-    if not os.access(path, os.R_OK):
-        raise AudioError(f"{path}: permission denied")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: file is empty")
+    """Existence, type, readability, size: each with its own error class."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputNotFound(f"{path}: no such file") from None
+    except NotADirectoryError:
+        raise InputNotFound(f"{path}: no such file (a parent is not a directory)") from None
+    except PermissionError:
+        raise InputPermissionDenied(f"{path}: permission denied") from None
+    except OSError as e:  # ELOOP, ENAMETOOLONG, ...
+        raise InputNotFound(f"{path}: cannot access ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputIsDirectory(f"{path}: is a directory, not an audio file")
+    if not stat.S_ISREG(st.st_mode):
+        # A pipe or device cannot be seeked; soundfile needs that.
+        raise NotAudio(f"{path}: not a regular file (for a pipe, give - and feed it on standard input)")
+    # Opening is the only reliable test: os.access() says yes to root even for mode 000
+    # and ignores ACLs / capabilities the way the kernel sees them.
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise InputPermissionDenied(f"{path}: permission denied") from None
+    except OSError as e:
+        raise InputNotFound(f"{path}: cannot open ({e.strerror})") from None
+    if st.st_size == 0:
+        raise EmptyInput(f"{path}: file is empty (0 bytes)")
+
+
+_stderr_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr(enabled: bool) -> Iterator[None]:
+    """Silence C-level stderr (libmpg123 prints warnings there) so a bad MP3 gives one line.
+
+    Process-wide while active, so it is used only for MP3 calls, which are short.
+    """
+    if not enabled:
+        yield
+        return
+    with _stderr_lock:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):
+            yield
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    # "Error opening 'x.wav': Format not recognised." -> "Format not recognised."
+    text = re.sub(r"^Error opening '.*?': ", "", text, flags=re.S)
+    return (text.splitlines() or ["unknown error"])[0].strip()
+
+
+def _head(path: Path, n: int = 16) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
 
 
 def _open(path: Path) -> sf.SoundFile:
+    """Open with soundfile and validate the header; caller closes."""
     try:
-        return sf.SoundFile(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        msg = str(e).split("\n")[0]
-        raise AudioError(f"{path}: not a readable audio file ({msg})") from None
+        # libsndfile falls back to probing unknown data as MPEG, so any open may make
+        # libmpg123 talk: keep it quiet (an open takes milliseconds).
+        with _quiet_native_stderr(True):
+            f = sf.SoundFile(str(path))
+    except sf.LibsndfileError as e:
+        if e.code == _SF_ERR_UNRECOGNISED_FORMAT:
+            raise NotAudio(f"{path}: not an audio file (format not recognised)") from None
+        if e.code == _SF_ERR_SYSTEM or "not a regular file" in str(e):
+            # libmpg123 says "does not exist or is not a regular file" for junk that starts like MP3.
+            raise NotAudio(f"{path}: not a readable audio file") from None
+        raise CorruptAudio(f"{path}: corrupt or truncated audio ({_first_line(e)})") from None
+    except (RuntimeError, TypeError, ValueError, OSError) as e:
+        raise CorruptAudio(f"{path}: not a readable audio file ({_first_line(e)})") from None
+    try:
+        _validate(f, path)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _validate(f: sf.SoundFile, path: Path) -> None:
+    if not MIN_RATE <= f.samplerate <= MAX_RATE:
+        raise CorruptAudio(f"{path}: implausible sample rate {f.samplerate} Hz (header damaged?)")
+    if f.channels < 1:
+        raise CorruptAudio(f"{path}: header declares {f.channels} channels")
+    if f.frames <= 0:
+        raise NoAudio(f"{path}: contains no audio samples (zero length)")
+    declared, present = _wav_data_sizes(f)
+    if declared is not None and present is not None and declared > present:
+        bpf = max(1, _bytes_per_frame(f))
+        raise CorruptAudio(
+            f"{path}: truncated: header promises {declared // bpf / f.samplerate:.1f} s, "
+            f"file holds {present // bpf / f.samplerate:.1f} s"
+        )
+
+
+_DATA_RE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)
+_STREAMING_SIZES = {0, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF}  # "size unknown" in streamed WAV/RF64
+
+
+def _wav_data_sizes(f: sf.SoundFile) -> tuple[int | None, int | None]:
+    """(declared, present) data bytes when libsndfile noticed they differ (WAV family only).
+
+    libsndfile silently plays the part that is there; a recording cut off in a copy is
+    still an error the user should hear about.
+    """
+    if f.format not in ("WAV", "WAVEX", "RF64", "W64", "AIFF"):
+        return None, None
+    m = _DATA_RE.search(f.extra_info or "")
+    if not m:
+        return None, None
+    declared, present = int(m.group(1)), int(m.group(2))
+    if declared in _STREAMING_SIZES:
+        return None, None
+    return declared, present
+
+
+def _bytes_per_frame(f: sf.SoundFile) -> int:
+    width = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
+             "ULAW": 1, "ALAW": 1}.get(f.subtype, 2)
+    return width * f.channels
+
+
+def _check_channel(channel: int | None, channels: int, path: Path) -> None:
+    if channel is not None and not 0 <= channel < channels:
+        raise UsageError(f"{path}: has {channels} channel(s) (0-{channels - 1}); there is no channel {channel}")
+
+
+# --------------------------------------------------------------------------- ffmpeg
+_MAGIC_FFMPEG = (b"\x1a\x45\xdf\xa3",)  # EBML: webm / mkv
+
+
+def _looks_like_ffmpeg_container(path: Path) -> bool:
+    head = _head(path, 16)
+    if len(head) >= 12 and head[4:8] == b"ftyp":  # ISO BMFF: mp4, m4a, mov, 3gp
+        return True
+    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):  # ASF: wma
+        return True
+    if head.startswith(b"#!AMR"):
+        return True
+    if len(head) >= 2 and head[0] == 0xFF and head[1] in (0xF1, 0xF9):  # ADTS AAC
+        return True
+    return any(head.startswith(m) for m in _MAGIC_FFMPEG)
 
 
 def needs_ffmpeg(path: Path) -> bool:
-    """True when soundfile cannot read the file (m4a, mp4, webm, ...)."""
+    """True when soundfile cannot read the file but ffmpeg might (m4a, mp4, webm, ...).
+
+    Never raises: a missing, unreadable or empty file is False, so the loader reports it properly.
+    """
+    path = Path(path)
     try:
-        with sf.SoundFile(str(path)):
+        st = os.stat(path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+        return False
+    try:
+        with _quiet_native_stderr(True), sf.SoundFile(str(path)):
             return False
     except Exception:
-        return path.suffix.lower() in FFMPEG_SUFFIXES
-
-
-FFMPEG_SUFFIXES = {".m4a", ".mp4", ".aac", ".webm", ".mkv", ".mov", ".wma", ".opus", ".amr", ".3gp"}
+        return path.suffix.lower() in FFMPEG_SUFFIXES or _looks_like_ffmpeg_container(path)
 
 
 def decode_with_ffmpeg(path: Path) -> Path:
-    """Decode an unusual container to a temporary 16 kHz mono float WAV; caller deletes it."""
+    """Decode an unusual container to a temporary 16 kHz float WAV; caller deletes it.
+
+    Channels are kept so ``channel=`` still works; RF64 lifts the 4 GB WAV limit.
+    """
+    path = Path(path)
+    _check_path(path)
     exe = shutil.which("ffmpeg")
     if exe is None:
-        raise AudioError(
-            f"{path}: format {path.suffix or '(none)'} needs ffmpeg, which is not on PATH "
-            "(install ffmpeg or convert the file to WAV/FLAC)"
+        raise FfmpegMissing(
+            f"{path}: format {path.suffix or '(unknown)'} needs ffmpeg, which is not on PATH "
+            "(install ffmpeg, or convert the file to WAV/FLAC/MP3/OGG)"
         )
-    fd, tmp = tempfile.mkstemp(suffix=".wav", prefix="whispdiar-")
+    fd, tmp = tempfile.mkstemp(suffix=".wav", prefix="whispdiar-ffmpeg-")
     os.close(fd)
-    proc = subprocess.run(
-        [exe, "-nostdin", "-v", "error", "-y", "-i", str(path), "-vn", "-ac", "1",
-         "-ar", str(SAMPLE_RATE), "-c:a", "pcm_f32le", tmp],
-        capture_output=True, text=True,
-    )
-    if proc.returncode != 0:
-        os.unlink(tmp)
-        detail = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
-        raise AudioError(f"{path}: ffmpeg could not decode it ({detail})")
+    try:
+        proc = subprocess.run(
+            [exe, "-nostdin", "-hide_banner", "-v", "error", "-y", "-i", str(path), "-map", "0:a:0", "-vn",
+             "-ar", str(SAMPLE_RATE), "-c:a", "pcm_f32le", "-rf64", "auto", "-f", "wav", tmp],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+        )
+    except BaseException:  # Ctrl-C / SIGTERM: run() killed ffmpeg; do not leave its output behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if proc.returncode != 0 or os.path.getsize(tmp) == 0:
+        Path(tmp).unlink(missing_ok=True)
+        detail = (proc.stderr.strip().splitlines() or ["no audio stream"])[-1]
+        raise CorruptAudio(f"{path}: ffmpeg could not decode it ({detail})")
     return Path(tmp)
 
 
+# --------------------------------------------------------------------------- reading
 def info(path: str | os.PathLike[str]) -> AudioInfo:
+    """Duration, rate and channels of a file, after every check `stream` does up front."""
     p = Path(path)
     _check_path(p)
     with _open(p) as f:
-        if f.frames <= 0 or f.samplerate <= 0:
-            raise AudioError(f"{p}: no audio samples")
         return AudioInfo(p, f.frames / f.samplerate, f.samplerate, f.channels)
 
 
-def _to_mono(block: np.ndarray, channel: int | None, path: Path) -> np.ndarray:
+def check(path: str | os.PathLike[str], channel: int | None = None) -> AudioInfo:
+    """Cheap up-front validation of one input (ffmpeg containers: path checks + ffmpeg presence).
+
+    For a CLI to reject bad inputs before loading models. Reads only the header.
+    """
+    p = Path(path)
+    _check_path(p)
+    if needs_ffmpeg(p):
+        if shutil.which("ffmpeg") is None:
+            decode_with_ffmpeg(p)  # raises FfmpegMissing with the standard message
+        return AudioInfo(p, 0.0, 0, 0)  # unknown until decoded
+    with _open(p) as f:
+        _check_channel(channel, f.channels, p)
+        return AudioInfo(p, f.frames / f.samplerate, f.samplerate, f.channels)
+
+
+def _to_mono(block: np.ndarray, channel: int | None) -> np.ndarray:
     if block.ndim == 1:
         return block
-    if channel is None:
-        return block.mean(axis=1, dtype=np.float32)
-    if not 0 <= channel < block.shape[1]:
-        raise AudioError(f"{path}: has {block.shape[1]} channel(s), no channel {channel}")
-    return np.ascontiguousarray(block[:, channel])
+    if channel is not None:
+        return np.ascontiguousarray(block[:, channel])
+    if block.shape[1] == 1:
+        return np.ascontiguousarray(block[:, 0])
+    return block.mean(axis=1, dtype=np.float32)
 
 
 def stream(
@@ -116,48 +323,65 @@ def stream(
     """Yield consecutive 16 kHz mono float32 blocks of about ``block_seconds``.
 
     Blocks concatenate to the whole (resampled) signal from ``start`` to ``end``.
-    Raises AudioError on corrupt data or non-finite samples.
+    Raises an AudioError subclass on unusable input (checked before the first block)
+    and CorruptAudio / NonFiniteAudio when damage shows up while reading.
     """
     p = Path(path)
     _check_path(p)
-    with _open(p) as f:
+    f = _open(p)
+    try:
+        _check_channel(channel, f.channels, p)
         sr = f.samplerate
-        if f.frames <= 0:
-            raise AudioError(f"{p}: no audio samples")
-        first = int(round(start * sr))
+        mp3 = f.format in ("MP3", "MPEG")
+        exact = f.format not in ("MP3", "MPEG", "OGG")  # frame counts of lossy streams are estimates
+        first = max(0, int(round(start * sr)))
         last = f.frames if end is None else min(f.frames, int(round(end * sr)))
         if first >= last:
-            raise AudioError(f"{p}: empty range {start:.2f}-{end if end is not None else 'end'} s")
-        f.seek(first)
+            raise NoAudio(f"{p}: no audio between {start:.2f} s and {'the end' if end is None else f'{end:.2f} s'}")
+        if first:
+            try:
+                with _quiet_native_stderr(mp3):
+                    f.seek(first)
+            except (sf.LibsndfileError, RuntimeError) as e:
+                raise CorruptAudio(f"{p}: cannot seek to {start:.2f} s ({_first_line(e)})") from None
         resampler = None
         if sr != SAMPLE_RATE:
             resampler = soxr.ResampleStream(sr, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
-        remaining = last - first
-        frames_per_block = max(1, int(block_seconds * sr))
+        # A lossy stream's frame count is an estimate: read it to its real end instead.
+        remaining = last - first if exact or end is not None else sys.maxsize
+        frames_per_block = max(1, min(int(block_seconds * sr), MAX_BLOCK_SAMPLES // f.channels))
+        got_any = False
+        pos = first  # frames read so far, for messages
         while remaining > 0:
             n = min(frames_per_block, remaining)
             try:
-                block = f.read(n, dtype="float32", always_2d=False)
+                with _quiet_native_stderr(mp3):
+                    block = f.read(n, dtype="float32", always_2d=False)
             except (sf.LibsndfileError, RuntimeError) as e:
-                raise AudioError(f"{p}: corrupt audio data ({str(e).splitlines()[0]})") from None
-            if len(block) == 0:
-                break  # truncated file: header promised more frames than exist
+                raise CorruptAudio(f"{p}: corrupt audio data at {pos / sr:.1f} s "
+                                   f"({_first_line(e)})") from None
             remaining -= len(block)
-            mono = _to_mono(block, channel, p)
-            if not np.all(np.isfinite(mono)):
-                raise AudioError(f"{p}: contains NaN or infinite samples")
-            last_block = remaining <= 0
+            pos += len(block)
+            if len(block) < n:
+                if exact:
+                    raise CorruptAudio(f"{p}: truncated: audio ends at {pos / sr:.1f} s "
+                                       f"of the {f.frames / sr:.1f} s its header promises")
+                remaining = 0  # MP3/OGG: the header's length was an estimate
+            mono = _to_mono(block, channel)
+            if not np.isfinite(mono).all():
+                bad = int(np.flatnonzero(~np.isfinite(mono))[0])
+                at = (pos - len(block) + bad) / sr
+                raise NonFiniteAudio(f"{p}: contains NaN or infinite samples (first at {at:.2f} s)")
             if resampler is not None:
-                mono = resampler.resample_chunk(mono, last=last_block)
+                mono = resampler.resample_chunk(mono, last=remaining <= 0)
             if len(mono):
+                got_any = True
                 yield mono.astype(np.float32, copy=False)
-            if last_block:
-                break
-        else:
-            if resampler is not None:
-                tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
-                if len(tail):
-                    yield tail.astype(np.float32, copy=False)
+        if not got_any:
+            raise NoAudio(f"{p}: contains no audio samples")
+    finally:
+        with _quiet_native_stderr(f.format in ("MP3", "MPEG")):
+            f.close()
 
 
 def load(
@@ -168,16 +392,26 @@ def load(
 ) -> np.ndarray:
     """The whole (or part of the) file as one 16 kHz mono float32 array. For short audio."""
     blocks = list(stream(path, channel=channel, start=start, end=end))
-    if not blocks:
-        raise AudioError(f"{path}: no audio samples")
-    return np.concatenate(blocks)
+    return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
 
 
 def stdin_to_tempfile() -> Path:
     """Copy standard input to a temporary file (audio is not seekable from a pipe)."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UsageError("'-' reads audio from standard input, but it is a terminal (pipe a file in)")
     fd, tmp = tempfile.mkstemp(prefix="whispdiar-stdin-")
-    with os.fdopen(fd, "wb") as out:
-        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.errno == errno.ENOSPC:
+            raise AudioError(f"standard input: no space left for the temporary copy in {tempfile.gettempdir()}") \
+                from None
+        raise AudioError(f"standard input: cannot read it ({e.strerror})") from None
+    except BaseException:  # interrupted mid-copy: leave nothing behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return Path(tmp)
 
 

@@ -193,10 +193,10 @@ def diarize(
     from .outputs import render_turns
 
     try:
+        seg, emb = model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus")
         plan = plan_outputs(inputs, fmt or ["txt"], DIARIZE_FORMATS, output_dir, output)
-        with ProgressReporter(enabled=not quiet) as rep:
-            diarizer = Diarizer(model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus"),
-                                threads=threads or _default_threads())
+        with plan, ProgressReporter(enabled=not quiet) as rep:
+            diarizer = Diarizer(seg, emb, threads=threads or _default_threads())
 
             def process(source: Path, display: str) -> dict[str, str]:
                 task = rep.task(f"diarize {Path(display).name}")

@@ -21,16 +21,68 @@ class InputNotFound(WhispdiarError):
     exit_code = 3
 
 
+class InputIsDirectory(InputNotFound):
+    exit_code = 10
+
+
+class InputPermissionDenied(InputNotFound):
+    """The input exists but this user may not read it (or a directory on its path)."""
+
+    exit_code = 11
+
+
 class AudioError(WhispdiarError):
     """Unreadable, empty, corrupt or otherwise unusable audio."""
 
     exit_code = 4
 
 
+class CorruptAudio(AudioError):
+    """A known format whose data is truncated or damaged (exit 4, like any AudioError)."""
+
+    exit_code = 4
+
+
+class EmptyInput(AudioError):
+    """A file of 0 bytes."""
+
+    exit_code = 12
+
+
+class NoAudio(AudioError):
+    """A valid audio file that holds no samples (zero-length audio)."""
+
+    exit_code = 13
+
+
+class NotAudio(AudioError):
+    """Not a recognised audio format at all (e.g. a text file renamed .wav)."""
+
+    exit_code = 14
+
+
+class NonFiniteAudio(AudioError):
+    """Float audio with NaN or infinite samples."""
+
+    exit_code = 15
+
+
+class FfmpegMissing(AudioError):
+    """The container needs ffmpeg (m4a, mp4, webm, ...) and ffmpeg is not on PATH."""
+
+    exit_code = 16
+
+
 class ModelError(WhispdiarError):
     """Unknown, missing or corrupt model file."""
 
     exit_code = 5
+
+
+class ModelNotInstalled(ModelError):
+    """A known model whose file is not there; the message names the fetch command."""
+
+    exit_code = 17
 
 
 class OutputError(WhispdiarError):

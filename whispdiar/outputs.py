@@ -33,6 +33,17 @@ class OutputPlan:
     formats: list[str]
     items: list[PlannedInput] = field(default_factory=list)
 
+    def cleanup(self) -> None:
+        """Remove temporary copies (stdin) whatever happened."""
+        for item in self.items:
+            item.cleanup()
+
+    def __enter__(self) -> OutputPlan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
 
 def plan_outputs(
     inputs: list[str], formats: list[str], allowed: tuple[str, ...], output_dir: Path | None, output: Path | None

@@ -1,0 +1,488 @@
+#!/usr/bin/env python3
+"""Named-speaker benchmark and threshold calibration on LibriSpeech.
+
+1. Split each reader's utterances: the first ones (>= --enroll-seconds of audio) are
+   enrollment samples, the others build meetings (scripts/make_meetings.py's generator),
+   so no enrolled utterance occurs in a meeting.
+2. Enroll every reader with ``voiceprints.enroll`` (real segmentation + CAM++).
+3. Diarize each meeting once (stage 1); then, for several enrolled subsets per meeting
+   (some participants enrolled, some not, plus enrolled people who are absent), cluster,
+   optionally merge (the relabel hook), reconstruct and name.
+4. Score by speech time on the reference's single-speaker regions (10 ms frames):
+   naming accuracy = enrolled speakers' time carrying their own name; false accepts =
+   non-enrolled speakers' time carrying any enrolled name.
+5. Threshold sweeps: utterance trials (each meeting utterance's embedding vs each
+   voiceprint) and cluster trials (each meeting cluster's centroid vs each voiceprint,
+   the cluster's truth being its majority reference speaker).
+6. Timing: VoiceprintNamer load + naming + relabel with 50 enrolled speakers.
+
+    python scripts/bench_voiceprints.py --markdown /tmp/vp.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from whispdiar.diarization import Diarizer  # noqa: E402
+from whispdiar.naming import (  # noqa: E402
+    DEFAULT_MERGE_THRESHOLD,
+    DEFAULT_THRESHOLD,
+    Voiceprint,
+    display_names,
+    merge_clustering,
+    name_speakers,
+    similarities,
+    steer_clustering,
+)
+from whispdiar.records import Turn  # noqa: E402
+from whispdiar.voiceprints import (  # noqa: E402
+    VoiceprintNamer,
+    VoiceprintStore,
+    embed_speech,
+    embedding_model_id,
+    enroll,
+)
+
+SR = 16000
+HOP = 0.01  # scoring resolution (s)
+
+
+def load_make_meetings():
+    spec = importlib.util.spec_from_file_location("make_meetings", ROOT / "scripts" / "make_meetings.py")
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    sys.modules["make_meetings"] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def default_model(name: str, file: str) -> Path:
+    try:
+        from whispdiar import models
+
+        return models.resolve(name)
+    except Exception:
+        return Path("/tmp/wd-models") / file
+
+
+# ----------------------------------------------------------------------------- scoring
+def frames(turns: list[Turn], n: int, who: list[str]) -> np.ndarray:
+    """[n, len(who)] bool activity at HOP resolution."""
+    out = np.zeros((n, len(who)), bool)
+    idx = {w: i for i, w in enumerate(who)}
+    for t in turns:
+        if t.speaker in idx:
+            out[int(round(t.start / HOP)) : int(round(t.end / HOP)), idx[t.speaker]] = True
+    return out
+
+
+@dataclass
+class Tally:
+    enrolled_time: float = 0.0
+    enrolled_correct: float = 0.0
+    enrolled_attributed: float = 0.0  # time the hypothesis gave to anybody
+    enrolled_wrong_name: float = 0.0
+    other_time: float = 0.0
+    other_named: float = 0.0
+    clusters: int = 0
+    true_speakers: int = 0
+    runs: int = 0
+
+    def add(self, o: Tally) -> None:
+        for k in self.__dataclass_fields__:
+            setattr(self, k, getattr(self, k) + getattr(o, k))
+
+    @property
+    def accuracy(self) -> float:
+        return self.enrolled_correct / max(self.enrolled_time, 1e-9)
+
+    @property
+    def accuracy_attributed(self) -> float:
+        return self.enrolled_correct / max(self.enrolled_attributed, 1e-9)
+
+    @property
+    def false_accepts(self) -> float:
+        return self.other_named / max(self.other_time, 1e-9)
+
+
+def score(ref: list[Turn], hyp_named: list[Turn], enrolled: set[str], duration: float) -> Tally:
+    """Reference speakers are 'spk<id>'; hypothesis turns carry shown names (<id> or Speaker N)."""
+    n = int(np.ceil(duration / HOP)) + 1
+    ref_spk = sorted({t.speaker for t in ref})
+    r = frames(ref, n, ref_spk)
+    single = r.sum(axis=1) == 1
+    owner = np.where(single, np.argmax(r, axis=1), -1)
+    names = sorted({t.speaker for t in hyp_named})
+    h = frames(hyp_named, n, names)
+    hyp_name = np.where(h.any(axis=1), np.argmax(h, axis=1), -1)
+    tally = Tally(true_speakers=len(ref_spk), runs=1)
+    enrolled_names = {f"spk{e}" for e in enrolled}
+    for i, spk in enumerate(ref_spk):
+        mine = owner == i
+        secs = mine.sum() * HOP
+        got = hyp_name[mine]
+        counts: dict[str | None, float] = {}
+        for g in np.unique(got):
+            counts[names[g] if g >= 0 else None] = float((got == g).sum()) * HOP
+        if spk in enrolled_names:
+            tally.enrolled_time += secs
+            tally.enrolled_correct += counts.get(spk[3:], 0.0)
+            tally.enrolled_attributed += sum(v for g, v in counts.items() if g is not None)
+            tally.enrolled_wrong_name += sum(v for g, v in counts.items() if g is not None and g in enrolled
+                                             and g != spk[3:])
+        else:
+            tally.other_time += secs
+            tally.other_named += sum(v for g, v in counts.items() if g is not None and not g.startswith("Speaker "))
+    return tally
+
+
+def majority_speaker(turns: list[Turn], ref: list[Turn], label: str) -> str | None:
+    """Reference speaker overlapping most with the hypothesis label's turns."""
+    best: dict[str, float] = {}
+    for t in turns:
+        if t.speaker != label:
+            continue
+        for r in ref:
+            o = min(t.end, r.end) - max(t.start, r.start)
+            if o > 0:
+                best[r.speaker] = best.get(r.speaker, 0.0) + o
+    return max(best, key=best.__getitem__) if best else None
+
+
+# ----------------------------------------------------------------------------- sweeps
+def sweep(target: np.ndarray, impostor: np.ndarray, thresholds: list[float]) -> list[tuple[float, float, float]]:
+    return [(t, float(np.mean(target >= t)), float(np.mean(impostor >= t))) for t in thresholds]
+
+
+def eer(target: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
+    ts = np.unique(np.concatenate([target, impostor]))
+    best = min(ts, key=lambda t: abs(np.mean(target < t) - np.mean(impostor >= t)))
+    return float(best), float((np.mean(target < best) + np.mean(impostor >= best)) / 2)
+
+
+def ami_trials(diarizer: Diarizer, folder: Path) -> tuple[list[float], list[float]]:
+    """Voiceprint of each (clip, speaker) with >= 4 s of clean speech vs those of other clips.
+
+    AMI participants recur across the clips: same id = target, other id = impostor.
+    """
+    from whispdiar import audio
+    from whispdiar.rttm import parse_rttm
+
+    by_uri = parse_rttm((folder / "train.rttm").read_text())
+    prints: list[tuple[str, str, np.ndarray]] = []
+    for uri, turns in sorted(by_uri.items()):
+        x = audio.load(folder / f"{uri}.wav")
+        for spk in sorted({t.speaker for t in turns}):
+            mine = [(t.start, t.end) for t in turns if t.speaker == spk]
+            others = [(t.start, t.end) for t in turns if t.speaker != spk]
+            clean = [(a, b) for a, b in mine if not any(min(b, d) > max(a, c) for c, d in others)]
+            if sum(b - a for a, b in clean) < 4.0:
+                continue
+            e = embed_speech(diarizer, x, clean)
+            prints.append((uri, spk, Voiceprint.from_embeddings(spk, e).centroid))
+    target, impostor = [], []
+    for i, (u1, s1, c1) in enumerate(prints):
+        for u2, s2, c2 in prints[i + 1 :]:
+            if u1 != u2:
+                (target if s1 == s2 else impostor).append(float(c1 @ c2))
+    return target, impostor
+
+
+# ----------------------------------------------------------------------------- main
+@dataclass
+class Meeting:
+    uri: str
+    wav: Path
+    ref: list[Turn]
+    speakers: list[str]  # reader ids
+    duration: float
+    utterance_spans: list[tuple[str, float, float]] = field(default_factory=list)
+
+
+def build_meetings(mm, voices, out: Path, count: int, seed: int, minutes: tuple[float, float]) -> list[Meeting]:
+    rng = np.random.default_rng(seed)
+    result = []
+    for i in range(count):
+        k = int(rng.integers(2, len(voices) + 1))
+        m = float(rng.uniform(*minutes))
+        x, turns = mm.meeting(voices, k, m, np.random.default_rng(rng.integers(2**32)))
+        uri = f"vpmeeting{i:02d}"
+        wav = out / f"{uri}.wav"
+        sf.write(wav, x, SR, subtype="PCM_16")
+        spk = sorted({t.speaker[3:] for t in turns})
+        result.append(Meeting(uri, wav, turns, spk, len(x) / SR))
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", type=Path, default=Path("/work/shared/data/librispeech"))
+    ap.add_argument("--segmentation", type=Path, default=None)
+    ap.add_argument("--embedding", type=Path, default=None)
+    ap.add_argument("--meetings", type=int, default=8)
+    ap.add_argument("--minutes", type=float, nargs=2, default=(2.0, 4.0))
+    ap.add_argument("--subsets", type=int, default=3, help="enrolled subsets per meeting")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--enroll-seconds", type=float, default=12.0)
+    ap.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    ap.add_argument("--merge-threshold", type=float, default=DEFAULT_MERGE_THRESHOLD)
+    ap.add_argument("--tight-threshold", type=float, default=0.9, help="clustering threshold of the 'tight' rows")
+    ap.add_argument("--ami", type=Path, default=None,
+                    help="folder with AMI clips + train.rttm: extra cross-recording trials with more voices")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--markdown", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    seg = args.segmentation or default_model("segmentation-3.0", "segmentation-3.0.onnx")
+    emb = args.embedding or default_model("campplus", "campplus_cn_en_common.onnx")
+    work = args.work or Path(tempfile.mkdtemp(prefix="wd-vp-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    mm = load_make_meetings()
+    diarizer = Diarizer(seg, emb, threads=args.threads)
+    model_id = embedding_model_id(diarizer)
+
+    # ---- split utterances: enrollment vs meeting material
+    readers = sorted(p for p in args.source.iterdir() if p.is_dir())
+    enroll_files: dict[str, list[Path]] = {}
+    voices = []
+    for d in readers:
+        files = sorted(d.glob("*.flac"))
+        chosen, secs = [], 0.0
+        for f in files:
+            if secs >= args.enroll_seconds:
+                break
+            d_f = sf.info(str(f)).duration
+            if d_f >= 4.0:  # a user enrolls whole sentences, not 2 s snippets
+                chosen.append(f)
+                secs += d_f
+        enroll_files[d.name] = chosen
+        rest = [f for f in files if f not in chosen]
+        utts = []
+        for f in rest:
+            x, _ = sf.read(f, dtype="float32")
+            utts.append(x / max(1e-4, float(np.sqrt(np.mean(x**2)))) * 0.05)
+        voices.append(mm.Voice(d.name, utts))
+    print("enrollment:", {k: [f.name for f in v] for k, v in enroll_files.items()}, file=sys.stderr)
+
+    # ---- enroll everyone
+    db = work / "speakers.db"
+    db.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    enroll_rows = []
+    with VoiceprintStore(db) as store:
+        for spk, files in enroll_files.items():
+            for f in files:
+                r = enroll(store, spk, f, diarizer=diarizer)
+                enroll_rows.append((spk, f.name, r.speech_seconds, r.embeddings, r.warnings))
+    enroll_time = time.perf_counter() - t0
+    namer = VoiceprintNamer(db, model_id, threshold=args.threshold, merge_threshold=args.merge_threshold)
+    all_prints = dict(namer.voiceprints)
+
+    # ---- utterance trials (meeting material: never enrolled)
+    utt_target, utt_impostor = [], []
+    for v in voices:
+        for x in v.utterances:
+            e = embed_speech(diarizer, x, [(0.0, len(x) / SR)])
+            c = Voiceprint.from_embeddings("x", e).centroid
+            s = similarities(c[None], all_prints.values())[0]
+            for name, val in zip(all_prints, s, strict=True):
+                (utt_target if name == v.name else utt_impostor).append(float(val))
+
+    ami_target, ami_impostor = ami_trials(diarizer, args.ami) if args.ami else ([], [])
+
+    # ---- meetings
+    meetings = build_meetings(mm, voices, work, args.meetings, args.seed, tuple(args.minutes))
+    rng = np.random.default_rng(args.seed + 100)
+    variants = ["default", "default+merge", "default+steer", "tight", "tight+steer", "split", "split+merge",
+                "split+steer"]
+    tallies = {k: Tally() for k in variants}
+    cl_target, cl_impostor = [], []
+    per_meeting = []
+    diar_seconds = 0.0
+    all_ids = [d.name for d in readers]
+    for m in meetings:
+        t0 = time.perf_counter()
+        analysis = diarizer.analyse(m.wav)
+        diar_seconds += time.perf_counter() - t0
+        subsets = []
+        for _ in range(args.subsets):
+            present = list(rng.permutation(m.speakers))
+            n_in = int(rng.integers(1, len(present))) if len(present) > 1 else 1
+            absent = [s for s in all_ids if s not in m.speakers]
+            extra = [s for s in absent if rng.random() < 0.5]
+            subsets.append(set(present[:n_in]) | set(extra))
+        for variant in variants:
+            # "split": clustering told one speaker too many (e.g. a wrong --num-speakers or
+            # --min-speakers hint), so one person is split in two: what the merge rule is for.
+            hint = len(m.speakers) + 1 if variant.startswith("split") else None
+            saved = diarizer.config.threshold
+            if variant.startswith("tight"):  # a stricter clustering cut than the shipped default
+                diarizer.config.threshold = args.tight_threshold
+            try:
+                base, train = diarizer.cluster(analysis, num_speakers=hint)
+            finally:
+                diarizer.config.threshold = saved
+            for sub in subsets:
+                prints = {k: v for k, v in all_prints.items() if k in sub}
+                clustering = base
+                if variant.endswith("+merge"):
+                    clustering = merge_clustering(base, train, prints, args.merge_threshold)
+                elif variant.endswith("+steer"):
+                    clustering = steer_clustering(base, train, prints, args.threshold, args.merge_threshold)
+                diar = diarizer.reconstruct(analysis, clustering)
+                matches = name_speakers(diar.centroids, prints, args.threshold)
+                shown = display_names(diar.turns, matches, prints)
+                hyp = [Turn(t.start, t.end, shown[t.speaker]) for t in diar.exclusive]
+                tally = score(m.ref, hyp, sub & set(m.speakers), m.duration)
+                tally.clusters = len(diar.speakers)
+                tallies[variant].add(tally)
+                if variant == "default+steer":
+                    per_meeting.append((m.uri, len(m.speakers), ",".join(sorted(sub & set(m.speakers))),
+                                        len(diar.speakers), tally))
+                    for label in diar.speakers:
+                        truth = majority_speaker(diar.exclusive, m.ref, label)
+                        s = similarities(diar.centroids[label][None], prints.values())[0]
+                        for name, val in zip(prints, s, strict=True):
+                            (cl_target if truth == f"spk{name}" else cl_impostor).append(float(val))
+
+    # ---- timing with 50 enrolled speakers
+    big = work / "speakers50.db"
+    big.unlink(missing_ok=True)
+    g = np.random.default_rng(0)
+    with VoiceprintStore(big) as store:
+        for i in range(50):
+            for _ in range(3):
+                store.add_sample(f"Person {chr(65 + i % 26)}{i}", g.standard_normal((3, 192)).astype(np.float32),
+                                 model_id=model_id, source="synthetic", speech_seconds=15)
+    m = meetings[0]
+    analysis = diarizer.analyse(m.wav)
+    base, train = diarizer.cluster(analysis)
+    t_plain = []
+    t_named = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        diarizer.reconstruct(analysis, base)
+        t_plain.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        n50 = VoiceprintNamer(big, model_id)
+        cl = n50.relabel(base, train)
+        d = diarizer.reconstruct(analysis, cl)
+        n50(d)
+        display_names(d.turns, n50(d), n50.names)
+        t_named.append(time.perf_counter() - t0)
+    added_50 = float(np.median(t_named) - np.median(t_plain))
+
+    thresholds = [round(x, 2) for x in np.arange(0.30, 0.81, 0.05)]
+    out = {
+        "model_id": model_id,
+        "threshold": args.threshold,
+        "merge_threshold": args.merge_threshold,
+        "cluster_threshold": diarizer.config.threshold,
+        "tight_threshold": args.tight_threshold,
+        "enroll": enroll_rows,
+        "enroll_seconds_total": enroll_time,
+        "meetings": [(m.uri, m.speakers, round(m.duration, 1)) for m in meetings],
+        "variants": {k: {"accuracy": t.accuracy, "accuracy_attributed": t.accuracy_attributed,
+                         "false_accepts": t.false_accepts, "enrolled_time": t.enrolled_time,
+                         "other_time": t.other_time, "wrong_name": t.enrolled_wrong_name,
+                         "clusters": t.clusters, "true_speakers": t.true_speakers, "runs": t.runs}
+                     for k, t in tallies.items()},
+        "utterance_sweep": sweep(np.array(utt_target), np.array(utt_impostor), thresholds),
+        "cluster_sweep": sweep(np.array(cl_target), np.array(cl_impostor), thresholds),
+        "utterance_eer": eer(np.array(utt_target), np.array(utt_impostor)),
+        "cluster_eer": eer(np.array(cl_target), np.array(cl_impostor)) if cl_target and cl_impostor else None,
+        "ami_sweep": sweep(np.array(ami_target), np.array(ami_impostor), thresholds) if ami_target else None,
+        "ami_eer": eer(np.array(ami_target), np.array(ami_impostor)) if ami_target else None,
+        "ami_trials": (len(ami_target), len(ami_impostor)),
+        "trials": {"utt_target": len(utt_target), "utt_impostor": len(utt_impostor),
+                   "cl_target": len(cl_target), "cl_impostor": len(cl_impostor)},
+        "scores": {"utt_target_min": min(utt_target), "utt_impostor_max": max(utt_impostor),
+                   "cl_target_min": min(cl_target) if cl_target else None,
+                   "cl_impostor_max": max(cl_impostor) if cl_impostor else None},
+        "diarization_seconds": diar_seconds,
+        "audio_seconds": sum(m.duration for m in meetings),
+        "added_seconds_50_speakers": added_50,
+        "namer_50_median_seconds": float(np.median(t_named)),
+    }
+    md = markdown(out, per_meeting)
+    print(md)
+    if args.markdown:
+        args.markdown.write_text(md)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, default=str))
+
+
+def markdown(o: dict, per_meeting: list) -> str:
+    lines = [
+        f"Embedding model `{o['model_id']}`, naming threshold {o['threshold']}, merge threshold "
+        f"{o['merge_threshold']}; {len(o['meetings'])} meetings, {o['audio_seconds'] / 60:.1f} min of audio, "
+        f"{o['variants']['default']['runs']} (meeting, enrolled subset) runs.",
+        "",
+        "| clustering | enrollment steering | naming accuracy | accuracy on attributed speech | wrong enrolled name "
+        "| false accepts | clusters / true speakers |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k, v in o["variants"].items():
+        clus = k.split("+")[0]
+        merge = {"merge": "merge only", "steer": "split + merge"}.get(k.split("+")[1], "") if "+" in k else "no"
+        clus = {"default": f"default ({o['cluster_threshold']})", "tight": f"threshold {o['tight_threshold']}",
+                "split": "over-split (told 1 speaker too many)"}[clus]
+        lines.append(
+            f"| {clus} | {merge} | {100 * v['accuracy']:.1f} % of {v['enrolled_time'] / 60:.1f} min "
+            f"| {100 * v['accuracy_attributed']:.1f} % | {100 * v['wrong_name'] / max(v['enrolled_time'], 1e-9):.2f} % "
+            f"| {100 * v['false_accepts']:.2f} % of {v['other_time'] / 60:.1f} min "
+            f"| {v['clusters']} / {v['true_speakers']} |"
+        )
+    lines += ["", "Threshold sweep (TAR = true accept rate, FAR = false accept rate):", "",
+              "| threshold | utterance TAR | utterance FAR | cluster TAR | cluster FAR |", "|---|---|---|---|---|"]
+    for (t, a, b), (_, c, d) in zip(o["utterance_sweep"], o["cluster_sweep"], strict=True):
+        lines.append(f"| {t:.2f} | {100 * a:.1f} % | {100 * b:.1f} % | {100 * c:.1f} % | {100 * d:.1f} % |")
+    if o.get("ami_sweep"):
+        lines += ["", "AMI cross-recording trials (real meetings, more voices):", "",
+                  "| threshold | TAR | FAR |", "|---|---|---|"]
+        lines += [f"| {t:.2f} | {100 * a:.1f} % | {100 * b:.1f} % |" for t, a, b in o["ami_sweep"]]
+        lines.append(f"\n{o['ami_trials'][0]} target / {o['ami_trials'][1]} impostor trials, EER "
+                     f"{100 * o['ami_eer'][1]:.1f} % at {o['ami_eer'][0]:.2f}.")
+    tr = o["trials"]
+    lines += [
+        "",
+        f"Trials: utterances {tr['utt_target']} target / {tr['utt_impostor']} impostor (EER "
+        f"{100 * o['utterance_eer'][1]:.1f} % at {o['utterance_eer'][0]:.2f}); clusters {tr['cl_target']} target / "
+        f"{tr['cl_impostor']} impostor"
+        + (f" (EER {100 * o['cluster_eer'][1]:.1f} % at {o['cluster_eer'][0]:.2f})" if o["cluster_eer"] else "")
+        + ".",
+        f"Scores: lowest target utterance {o['scores']['utt_target_min']:.3f}, highest impostor utterance "
+        f"{o['scores']['utt_impostor_max']:.3f}; lowest target cluster {o['scores']['cl_target_min']:.3f}, "
+        f"highest impostor cluster {o['scores']['cl_impostor_max']:.3f}.",
+        f"Cost: naming with 50 enrolled speakers (open db, load voiceprints, steering, naming) adds "
+        f"{1000 * o['added_seconds_50_speakers']:.1f} ms per run; enrolling "
+        f"{len(o['enroll'])} samples took {o['enroll_seconds_total']:.1f} s.",
+        "",
+        "Per run (default clustering, split + merge steering):",
+        "",
+        "| meeting | speakers | enrolled present | clusters | naming accuracy | false accepts |",
+        "|---|---|---|---|---|---|",
+    ]
+    for uri, k, sub, nclus, t in per_meeting:
+        fa = f"{100 * t.false_accepts:.1f} %" if t.other_time > 0 else "-"
+        lines.append(f"| {uri} | {k} | {sub} | {nclus} | {100 * t.accuracy:.1f} % | {fa} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Transcription: chunk planning, time mapping, token grouping, VAD timing refinement
+(fast, no model), and whisper.cpp on real speech with tiny.en (slow)."""
+
+from __future__ import annotations
+
+import io
+import re
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from whispdiar.errors import ModelError, UsageError
+from whispdiar.records import Segment, Word
+from whispdiar.transcription import (
+    Chunk,
+    Piece,
+    Token,
+    estimate_lag,
+    plan_chunks,
+    read_header,
+    refine_word_times,
+    speech_mask,
+    speech_onsets,
+    split_long,
+    tokens_to_words,
+)
+from whispdiar.vad import FRAME_SECONDS, SpeechRegion, speech_regions
+
+# ----------------------------------------------------------------------------- chunk plan
+
+
+def test_plan_packs_regions_up_to_the_limit():
+    regions = [SpeechRegion(i * 10.0, i * 10.0 + 6.0) for i in range(6)]  # 6 s speech, 4 s pause
+    chunks = plan_chunks(regions, max_seconds=20.0, join_silence=0.2, lead_in=0.0)
+    assert all(c.length <= 20.0 for c in chunks)
+    assert sum(len(c.pieces) for c in chunks) == 6
+    assert [len(c.pieces) for c in chunks] == [3, 3]
+    p = chunks[0].pieces
+    assert p[1].packed == pytest.approx(6.2) and p[2].packed == pytest.approx(12.4)
+
+
+def test_plan_keeps_short_pauses_as_real_audio():
+    chunks = plan_chunks([SpeechRegion(1.0, 3.0), SpeechRegion(3.3, 5.0)], merge_gap=0.6, lead_in=0.3)
+    assert len(chunks) == 1 and chunks[0].pieces == [Piece(1.0, 5.0, 0.3)]  # after 0.3 s of lead-in zeros
+    assert chunks[0].to_source(0.1) == 1.0 and chunks[0].to_source(0.4) == pytest.approx(1.1)
+
+
+def test_long_region_is_cut_at_its_quietest_frame():
+    probs = np.full(int(100 / FRAME_SECONDS), 0.9, np.float32)
+    quiet = int(22.0 / FRAME_SECONDS)
+    probs[quiet] = 0.01
+    out = split_long([SpeechRegion(0.0, 60.0)], probs, 29.0)
+    assert out[0].end == pytest.approx((quiet + 0.5) * FRAME_SECONDS)
+    assert all(r.duration <= 29.0 for r in out)
+    assert out[-1].end == 60.0 and all(a.end == b.start for a, b in zip(out, out[1:], strict=False))
+
+
+def test_long_region_without_probabilities_is_cut_at_the_limit():
+    out = split_long([SpeechRegion(0.0, 70.0)], None, 29.0)
+    assert [round(r.duration, 3) for r in out] == [29.0, 29.0, 12.0]
+
+
+def test_chunk_maps_packed_time_back_and_snaps_in_inserted_silence():
+    c = Chunk([Piece(10.0, 12.0, 0.0), Piece(50.0, 53.0, 2.2)])
+    assert c.length == pytest.approx(5.2)
+    assert c.to_source(1.0) == pytest.approx(11.0)
+    assert c.to_source(3.2) == pytest.approx(51.0)
+    assert c.to_source(2.1, "next") == 50.0  # in the 0.2 s of zeros between pieces
+    assert c.to_source(2.1, "prev") == 12.0
+    assert c.to_source(9.0, "prev") == 53.0
+
+
+# ----------------------------------------------------------------------------- tokens
+
+
+def T(text: str, t: float, p: float = 0.9) -> Token:  # noqa: N802
+    return Token(text.encode(), p, t, t, t + 0.1)
+
+
+def test_tokens_group_into_words_with_punctuation_attached():
+    toks = [T(" And", 0.5), T(" so", 0.8), T(",", 1.0), T(" didn", 1.2), T("'t", 1.4), T(" go", 1.6), T(".", 1.9)]
+    words = tokens_to_words(toks, next_time=2.5, timing="dtw")
+    assert [w[0] for w in words] == ["And", "so,", "didn't", "go."]
+    # start = first token's DTW time; end = the trailing punctuation's time, else the next word's start
+    assert [(w[1], w[2]) for w in words] == [(0.5, 0.8), (0.8, 1.0), (1.2, 1.6), (1.6, 1.9)]
+
+
+def test_last_word_without_punctuation_ends_at_next_time():
+    words = tokens_to_words([T(" hi", 0.5), T(" there", 0.9)], next_time=1.7, timing="dtw")
+    assert words[-1][1:3] == (0.9, 1.7)
+
+
+def test_multibyte_characters_split_across_tokens():
+    raw = "é".encode()
+    toks = [Token(b" caf" + raw[:1], 0.9, 0.1, 0, 0), Token(raw[1:], 0.9, 0.2, 0, 0)]
+    assert tokens_to_words(toks, 0.5, "dtw")[0][0] == "café"
+
+
+def test_words_without_dtw_times_are_untimed():
+    toks = [Token(b" hi", 0.9, None, 0, 0)]
+    assert tokens_to_words(toks, None, "dtw") == [("hi", None, None, 0.9)]
+    assert tokens_to_words([T(" hi", 0.3)], None, "none")[0][1:3] == (None, None)
+
+
+def test_token_timing_mode_uses_whisper_t0_t1():
+    assert tokens_to_words([T(" hi", 0.3)], None, "tokens")[0][1:3] == (0.3, 0.4)
+
+
+# ----------------------------------------------------------------------------- model file
+
+
+def test_read_header_rejects_non_ggml(tmp_path: Path):
+    bad = tmp_path / "x.bin"
+    bad.write_bytes(b"not a model at all" * 10)
+    with pytest.raises(ModelError):
+        read_header(bad)
+    with pytest.raises(ModelError):
+        read_header(tmp_path / "missing.bin")
+
+
+# ----------------------------------------------------------------------------- VAD
+
+
+def test_speech_regions_hysteresis_padding_and_min_length():
+    probs = np.zeros(200, np.float32)
+    probs[20:60] = 0.9  # 1.28 s of speech
+    probs[62:64] = 0.9  # a dip of 2 frames (< min_silence) inside speech
+    probs[100:103] = 0.9  # 96 ms blip: too short
+    probs[150:190] = 0.6
+    regs = speech_regions(probs, threshold=0.5, min_speech=0.2, min_silence=0.3, pad=0.1)
+    assert len(regs) == 2
+    assert regs[0].start == pytest.approx(20 * FRAME_SECONDS - 0.1)
+    assert regs[0].end == pytest.approx(64 * FRAME_SECONDS + 0.1)
+
+
+def test_speech_mask_and_onsets():
+    probs = np.array([0, 0.6, 0.4, 0.2, 0, 0, 0, 0, 0, 0.7, 0.7], np.float32)
+    mask = speech_mask(probs)
+    assert mask.tolist() == [False, True, True, False, False, False, False, False, False, True, True]
+    assert speech_onsets(mask, min_silence=0.15).tolist() == pytest.approx([FRAME_SECONDS, 9 * FRAME_SECONDS])
+
+
+def test_lag_estimate_needs_evidence_and_is_a_median():
+    onsets = np.array([1.0, 5.0, 9.0, 13.0])
+    # diffs 0.4, 0.5, 0.4, 0.45: median 0.425, shrunk by 3 pseudo-onsets at 0
+    assert estimate_lag([1.4, 1.8, 5.5, 9.4, 13.45], onsets) == pytest.approx(0.425 * 4 / 7)
+    assert estimate_lag([1.4, 1.8, 5.5, 9.4, 13.45], onsets, prior=0) == pytest.approx(0.425)
+    assert estimate_lag([30.0], onsets) == 0.0
+
+
+def test_refine_shifts_by_lag_and_snaps_to_speech():
+    n = int(12 / FRAME_SECONDS)
+    probs = np.zeros(n, np.float32)
+    spans = [(1.0, 2.0), (4.0, 5.0), (7.0, 8.0), (10.0, 11.0)]
+    for a, b in spans:
+        probs[int(a / FRAME_SECONDS):int(b / FRAME_SECONDS)] = 0.9
+    lag = 0.4
+    words = [Word(f"w{i}", a + lag, b + lag + 0.5) for i, (a, b) in enumerate(spans)]  # late and too long
+    segs = [Segment(0, 12, "w", None, words)]
+    got = refine_word_times(segs, probs)
+    assert got == pytest.approx(lag * 4 / 7, abs=FRAME_SECONDS)
+    for w, (a, b) in zip(words, spans, strict=True):
+        assert w.start == pytest.approx(a, abs=2 * FRAME_SECONDS)
+        assert w.end == pytest.approx(b, abs=2 * FRAME_SECONDS)
+    assert segs[0].start == words[0].start
+
+
+# ----------------------------------------------------------------------------- real model
+
+JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+
+
+def _norm(s: str) -> list[str]:
+    return re.sub(r"[^a-z' ]", " ", s.lower()).split()
+
+
+@pytest.fixture(scope="module")
+def tiny(whisper_tiny_en_path, vad_model_path):
+    from whispdiar.transcription import Transcriber
+    from whispdiar.vad import SileroVad
+
+    with Transcriber(whisper_tiny_en_path, threads=2, vad=SileroVad(vad_model_path)) as tr:
+        yield tr
+
+
+@pytest.mark.slow
+def test_jfk_text_and_word_times(tiny, data_dir: Path):
+    out = io.StringIO()
+    with redirect_stdout(out):
+        r = tiny.transcribe(data_dir / "jfk.wav")
+    assert out.getvalue() == ""  # nothing from whisper.cpp on stdout (results go there)
+    text = " ".join(s.text for s in r.segments)
+    assert _norm(text) == _norm(JFK)
+    assert r.language == "en"
+    words = [w for s in r.segments for w in s.words]
+    assert len(words) == len(_norm(JFK))
+    starts = [w.start for w in words]
+    assert all(a <= b for a, b in zip(starts, starts[1:], strict=False))
+    assert all(0.0 <= w.start <= w.end <= r.duration + 0.05 for w in words)
+    # From the file's energy envelope: speech begins at ~0.30 s, "Americans" ends ~2.1 s,
+    # "ask" 3.28-3.71 s after a pause, "what" starts ~5.41 s.
+    assert abs(words[0].start - 0.30) < 0.25
+    assert abs(words[4].end - 2.1) < 0.4
+    ask = words[5]
+    assert ask.text.lower().startswith("ask") and abs(ask.start - 3.28) < 0.3
+    assert abs(words[7].start - 5.41) < 0.3
+
+
+@pytest.mark.slow
+def test_language_checks(tiny):
+    assert tiny.check_language(None) == "en"
+    assert tiny.check_language("English") == "en"
+    with pytest.raises(UsageError):
+        tiny.check_language("de")  # tiny.en is English-only
+    with pytest.raises(UsageError):
+        tiny.check_language("klingon")
+
+
+@pytest.mark.slow
+def test_silence_gives_no_segments(tiny, tmp_path: Path):
+    p = tmp_path / "silence.wav"
+    sf.write(p, np.zeros(16000 * 5, np.float32), 16000)
+    r = tiny.transcribe(p)
+    assert r.duration == pytest.approx(5.0)
+    assert all(not s.words or all(w.start is not None for w in s.words) for s in r.segments)
+
+
+@pytest.mark.slow
+def test_cancel_between_chunks(tiny, data_dir: Path):
+    import threading
+
+    from whispdiar.transcription import Cancelled
+
+    ev = threading.Event()
+    ev.set()
+    with pytest.raises(Cancelled):
+        tiny.transcribe(data_dir / "jfk.wav", cancel=ev)

@@ -1,0 +1,539 @@
+"""Voiceprint store, recognition and enrollment.
+
+Fast tests use synthetic vectors; @slow tests enroll and recognise real LibriSpeech
+speakers (tests/data/ls-*.flac) with the real segmentation and CAM++ models.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from whispdiar.clustering import Clustering, centroids_of, l2_normalize
+from whispdiar.diarization import Diarizer
+from whispdiar.errors import AudioError, InputNotFound, VoiceprintError
+from whispdiar.naming import (
+    Match,
+    Voiceprint,
+    assign,
+    display_names,
+    merge_clustering,
+    merge_groups,
+    name_speakers,
+    speaker_records,
+    steer_clustering,
+)
+from whispdiar.records import Turn
+from whispdiar.voiceprints import (
+    MIGRATIONS,
+    VoiceprintNamer,
+    VoiceprintStore,
+    check_name,
+    embedding_model_id,
+    enroll,
+    speech_chunks,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+D = 192
+MODEL = "campplus-test"
+
+
+def unit(rng: np.random.Generator, n: int = 1) -> np.ndarray:
+    return l2_normalize(rng.standard_normal((n, D))).astype(np.float32)
+
+
+def near(v: np.ndarray, rng: np.random.Generator, n: int, noise: float = 0.3) -> np.ndarray:
+    """n unit vectors around v (cosine to v about 1 / sqrt(1 + noise^2 * D / |v|^2 ...))."""
+    return l2_normalize(v + noise * rng.standard_normal((n, D)) / np.sqrt(D) * 3).astype(np.float32)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "home" / "speakers.db"
+
+
+# --------------------------------------------------------------------------- store
+def test_store_add_list_voiceprints(db: Path) -> None:
+    rng = np.random.default_rng(0)
+    jan, anna = unit(rng)[0], unit(rng)[0]
+    with VoiceprintStore(db) as store:
+        assert store.schema == [name for name, _ in MIGRATIONS]
+        store.add_sample("Jan", near(jan, rng, 3), model_id=MODEL, source="/a/jan1.wav", speech_seconds=14.5)
+        store.add_sample(" Jan ", near(jan, rng, 2), model_id=MODEL, source="/a/jan2.flac", speech_seconds=8,
+                         start=1.0, end=11.0)
+        store.add_sample("Anna", near(anna, rng, 4), model_id=MODEL, source="/a/m.wav", speech_seconds=20)
+        info = store.speakers()
+        assert [s.name for s in info] == ["Anna", "Jan"]
+        assert (info[1].samples, info[1].embeddings, info[1].speech_seconds) == (2, 5, 22.5)
+        assert info[1].model_ids == (MODEL,)
+        assert info[1].created.tzinfo is not None
+        vs = store.voiceprints(MODEL)
+    assert set(vs.voiceprints) == {"Jan", "Anna"} and not vs.incompatible
+    v = vs.voiceprints["Jan"]
+    assert v.embeddings.shape == (5, D) and v.embeddings.dtype == np.float32
+    assert float(v.centroid @ jan) > 0.8 and float(v.centroid @ anna) < 0.5
+    assert abs(np.linalg.norm(v.centroid) - 1) < 1e-5
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_names_are_case_insensitive_and_checked(db: Path) -> None:
+    rng = np.random.default_rng(1)
+    with VoiceprintStore(db) as store:
+        store.add_sample("Jan", unit(rng, 2), model_id=MODEL, source="x", speech_seconds=5)
+        store.add_sample("jan", unit(rng, 2), model_id=MODEL, source="y", speech_seconds=5)
+        assert [(s.name, s.samples) for s in store.speakers()] == [("Jan", 2)]
+    for bad in ["", "   ", "Speaker 3", "SPEAKER_01", "a\nb", "x" * 101]:
+        with pytest.raises(VoiceprintError):
+            check_name(bad)
+    assert check_name("  Anna-Lena Müller ") == "Anna-Lena Müller"
+
+
+def test_rename_and_remove(db: Path) -> None:
+    rng = np.random.default_rng(2)
+    with VoiceprintStore(db) as store:
+        for n in ("Jan", "Anna"):
+            store.add_sample(n, unit(rng, 2), model_id=MODEL, source="s", speech_seconds=5)
+        store.rename("Jan", "Janek")
+        assert [s.name for s in store.speakers()] == ["Anna", "Janek"]
+        store.rename("janek", "JANEK")  # a change of case only is allowed
+        with pytest.raises(VoiceprintError, match="already enrolled"):
+            store.rename("JANEK", "anna")
+        with pytest.raises(VoiceprintError, match="no enrolled speaker"):
+            store.rename("Nobody", "X")
+        store.remove("Anna")
+        with pytest.raises(VoiceprintError, match="no enrolled speaker"):
+            store.remove("Anna")
+        assert [s.name for s in store.speakers()] == ["JANEK"]
+        assert set(store.voiceprints(MODEL).voiceprints) == {"JANEK"}
+        # ON DELETE CASCADE: no orphan samples or embeddings are left behind.
+        assert store.db.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 1
+        assert store.db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 2
+
+
+def test_other_embedding_model_is_refused(db: Path) -> None:
+    rng = np.random.default_rng(3)
+    with VoiceprintStore(db) as store:
+        store.add_sample("Jan", unit(rng, 2), model_id="old-model", source="s", speech_seconds=5)
+        store.add_sample("Anna", unit(rng, 2), model_id=MODEL, source="s", speech_seconds=5)
+        with pytest.raises(VoiceprintError, match="enrolled with embedding model old-model"):
+            store.add_sample("Jan", unit(rng, 2), model_id=MODEL, source="s", speech_seconds=5)
+        vs = store.voiceprints(MODEL)
+    assert set(vs.voiceprints) == {"Anna"}
+    assert vs.incompatible == {"Jan": ("old-model",)}
+    assert "not compared" in vs.messages()[0] and "Jan" in vs.messages()[0]
+    warnings: list[str] = []
+    namer = VoiceprintNamer(db, MODEL, warn=warnings.append)
+    assert namer.names == ["Anna"] and len(warnings) == 1 and "old-model" in warnings[0]
+
+
+@pytest.mark.parametrize("content", [b"this is not a database at all" * 100, b"SQLite format 3\x00" + b"\xff" * 5000])
+def test_corrupt_file_gives_clear_error(db: Path, content: bytes) -> None:
+    db.parent.mkdir(parents=True)
+    db.write_bytes(content)
+    with pytest.raises(VoiceprintError, match="not a whispdiar speaker database or is corrupt"):
+        VoiceprintStore(db)
+
+
+def test_damaged_pages_give_clear_error(db: Path) -> None:
+    rng = np.random.default_rng(4)
+    with VoiceprintStore(db) as store:
+        for i in range(40):
+            store.add_sample(f"P{i}", unit(rng, 5), model_id=MODEL, source="s" * 200, speech_seconds=5)
+        store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(db.read_bytes())
+    page = 4096
+    for p in range(1, len(data) // page):  # keep the header page, scribble over the others
+        data[p * page + 8 : p * page + 200] = b"\x5a" * 192
+    db.write_bytes(bytes(data))
+    with pytest.raises(VoiceprintError, match="corrupt"), VoiceprintStore(db) as store:
+        store.speakers()
+        store.voiceprints(MODEL)
+
+
+def test_foreign_sqlite_database_is_refused(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as raw:
+        raw.execute("CREATE TABLE notes (x TEXT)")
+    with pytest.raises(VoiceprintError, match="not a whispdiar speaker database"):
+        VoiceprintStore(db)
+
+
+def test_missing_db_read_only(db: Path) -> None:
+    with pytest.raises(VoiceprintError, match="no speaker database"):
+        VoiceprintStore(db, create=False)
+    namer = VoiceprintNamer(db, MODEL)  # nobody enrolled: no names, no file created
+    assert namer.names == [] and not db.exists()
+
+
+def test_migrations_run_once_and_newer_schema_is_refused(db: Path) -> None:
+    with VoiceprintStore(db):
+        pass
+    # An old database (only m001) is brought up to date.
+    with sqlite3.connect(db) as raw:
+        raw.execute("DROP INDEX samples_speaker")
+        raw.execute("DROP INDEX samples_model")
+        raw.execute("DROP INDEX embeddings_sample")
+        raw.execute("DELETE FROM _migrations WHERE name = 'm002_indexes'")
+    with VoiceprintStore(db) as store:
+        assert store.schema == ["m001_create_tables", "m002_indexes"]
+    with sqlite3.connect(db) as raw:
+        raw.execute("INSERT INTO _migrations VALUES ('m999_future', 'x')")
+    with pytest.raises(VoiceprintError, match="newer whispdiar"):
+        VoiceprintStore(db)
+
+
+def test_failed_write_rolls_back(db: Path) -> None:
+    rng = np.random.default_rng(5)
+    with VoiceprintStore(db) as store:
+        bad = unit(rng, 2)
+        bad[1, 0] = np.nan
+        with pytest.raises(VoiceprintError):
+            store.add_sample("Jan", bad, model_id=MODEL, source="s", speech_seconds=5)
+        with pytest.raises(sqlite3.IntegrityError), store._write() as w:  # crash mid-transaction
+            w.execute("INSERT INTO speakers (name, created) VALUES ('Eve', 'x')")
+            w.execute("INSERT INTO samples (speaker_id, model_id, source, speech_seconds, created) "
+                      "VALUES (999, 'm', 's', 1, 'x')")  # foreign key violation
+        assert store.speakers() == []
+
+
+_WORKER = textwrap.dedent(
+    """
+    import os, sys
+    import numpy as np
+    sys.path.insert(0, {root!r})
+    from whispdiar.voiceprints import VoiceprintStore
+    db, worker, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    rng = np.random.default_rng(worker)
+    with VoiceprintStore(db) as store:
+        if mode == "kill":  # die in the middle of a transaction
+            with store._write() as w:
+                w.execute("INSERT INTO speakers (name, created) VALUES ('Ghost', 'x')")
+                os._exit(3)
+        for i in range(5):
+            store.add_sample(f"W{{worker}}-{{i}}", rng.standard_normal((4, 192)).astype(np.float32),
+                             model_id="m", source="s", speech_seconds=3)
+            store.add_sample("Shared", rng.standard_normal((2, 192)).astype(np.float32),
+                             model_id="m", source=f"w{{worker}}", speech_seconds=1)
+    """
+)
+
+
+def _spawn(db: Path, worker: int, mode: str = "add") -> subprocess.Popen[bytes]:
+    code = _WORKER.format(root=str(ROOT))
+    return subprocess.Popen([sys.executable, "-c", code, str(db), str(worker), mode], stderr=subprocess.PIPE)
+
+
+def test_concurrent_enrolls_from_several_processes(db: Path) -> None:
+    procs = [_spawn(db, w) for w in range(6)]  # all create the database and migrate at once
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+    with VoiceprintStore(db) as store:
+        info = {s.name: s for s in store.speakers()}
+        assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert store.schema == [name for name, _ in MIGRATIONS]
+        assert store.db.execute("SELECT COUNT(*) FROM _migrations").fetchone()[0] == len(MIGRATIONS)
+    assert len(info) == 6 * 5 + 1
+    assert info["Shared"].samples == 6 * 5 and info["Shared"].embeddings == 6 * 5 * 2
+    assert all(info[f"W{w}-{i}"].embeddings == 4 for w in range(6) for i in range(5))
+
+
+def test_killed_writer_leaves_db_consistent(db: Path) -> None:
+    with VoiceprintStore(db):
+        pass
+    p = _spawn(db, 0, "kill")
+    p.communicate(timeout=60)
+    assert p.returncode == 3
+    with VoiceprintStore(db) as store:
+        assert store.speakers() == []
+        store.add_sample("Jan", np.ones((1, D), np.float32), model_id=MODEL, source="s", speech_seconds=3)
+        assert [s.name for s in store.speakers()] == ["Jan"]
+
+
+# --------------------------------------------------------------------------- naming
+def _prints(rng: np.random.Generator, names: list[str]) -> tuple[dict[str, Voiceprint], dict[str, np.ndarray]]:
+    truth = {n: unit(rng)[0] for n in names}
+    return {n: Voiceprint.from_embeddings(n, near(v, rng, 4)) for n, v in truth.items()}, truth
+
+
+def test_name_speakers_one_to_one_above_threshold() -> None:
+    rng = np.random.default_rng(10)
+    prints, truth = _prints(rng, ["Jan", "Anna", "Olaf"])
+    centroids = {
+        "SPEAKER_00": near(truth["Anna"], rng, 1)[0],
+        "SPEAKER_01": near(truth["Jan"], rng, 1)[0],
+        "SPEAKER_02": unit(rng)[0],  # impostor
+    }
+    got = name_speakers(centroids, prints, threshold=0.5)
+    assert {k: m.name for k, m in got.items()} == {"SPEAKER_00": "Anna", "SPEAKER_01": "Jan"}
+    name, conf = got["SPEAKER_01"]  # unpacks as (name, confidence)
+    assert name == "Jan" and 0.5 <= conf <= 1.0
+    assert name_speakers(centroids, prints, threshold=0.999) == {}
+    assert name_speakers({}, prints) == {} and name_speakers(centroids, {}) == {}
+
+
+def test_two_clusters_never_share_a_name() -> None:
+    rng = np.random.default_rng(11)
+    prints, truth = _prints(rng, ["Jan", "Anna"])
+    a, b = near(truth["Jan"], rng, 2, noise=0.2)
+    got = name_speakers({"S0": a, "S1": b}, prints, threshold=0.3)
+    assert [m.name for m in got.values()].count("Jan") == 1
+    assert all(m.name != "Anna" for m in got.values())  # the other clone stays unknown
+
+
+def test_assign_prefers_more_valid_pairs() -> None:
+    # Greedy would give row 0 column 0 (0.9) and leave row 1 unnamed; Hungarian names both.
+    s = np.array([[0.9, 0.8], [0.85, 0.2]])
+    assert sorted(assign(s, 0.5)) == [(0, 1), (1, 0)]
+    assert assign(np.array([[0.4, 0.3]]), 0.5) == []
+    assert assign(np.zeros((0, 3)), 0.5) == []
+
+
+def test_display_names_speaker_n_by_first_appearance() -> None:
+    turns = [Turn(0, 1, "SPEAKER_00"), Turn(1, 2, "SPEAKER_01"), Turn(2, 3, "SPEAKER_02"), Turn(3, 4, "SPEAKER_03")]
+    matches = {"SPEAKER_00": Match("Jan", 0.8), "SPEAKER_01": Match("Anna", 0.7)}
+    assert display_names(turns, matches) == {
+        "SPEAKER_00": "Jan", "SPEAKER_01": "Anna", "SPEAKER_02": "Speaker 3", "SPEAKER_03": "Speaker 4"}
+    # An enrolled name never collides with a placeholder.
+    assert display_names(turns, {}, reserved=["speaker 1"])["SPEAKER_00"] == "Speaker 2"
+    names = display_names(turns, {}, reserved=["Speaker 1"])
+    assert len(set(names.values())) == 4
+    recs = speaker_records(turns, matches)
+    assert [(r.name, r.enrolled, r.confidence) for r in recs][:3] == [
+        ("Jan", True, 0.8), ("Anna", True, 0.7), ("Speaker 3", False, None)]
+    assert recs[0].speech_seconds == 1.0
+
+
+def test_merge_rule_joins_clusters_of_one_enrolled_voice() -> None:
+    rng = np.random.default_rng(12)
+    prints, truth = _prints(rng, ["Jan", "Anna"])
+    other = unit(rng)[0]
+    # Jan split into clusters 0 and 2; cluster 1 is an unknown speaker.
+    train = np.concatenate([near(truth["Jan"], rng, 6, 0.2), near(other, rng, 5, 0.2), near(truth["Jan"], rng, 4, 0.2)])
+    labels = np.array([0] * 6 + [1] * 5 + [2] * 4)
+    clustering = Clustering(labels, centroids_of(l2_normalize(train), labels, 3))
+    assert merge_groups(clustering.centroids, prints, 0.6) == [[0, 2]]
+    merged = merge_clustering(clustering, train, prints, 0.6)
+    assert merged.num_clusters == 2
+    assert merged.labels.tolist() == [0] * 6 + [1] * 5 + [0] * 4
+    assert float(merged.centroids[0] @ truth["Jan"]) > 0.8
+    # Nothing strong enough: unchanged (same object).
+    assert merge_clustering(clustering, train, prints, 0.999) is clustering
+
+
+def test_steering_splits_a_cluster_of_several_voices() -> None:
+    rng = np.random.default_rng(14)
+    prints, truth = _prints(rng, ["Jan", "Anna"])
+    other = unit(rng)[0]
+    # One cluster holding Jan, Anna and an unknown voice; a second, clean unknown cluster.
+    parts = [near(truth["Jan"], rng, 6, 0.2), near(truth["Anna"], rng, 5, 0.2), near(other, rng, 5, 0.2),
+             near(unit(rng)[0], rng, 6, 0.2)]
+    train = np.concatenate(parts)
+    labels = np.array([0] * 16 + [1] * 6)
+    clustering = Clustering(labels, centroids_of(l2_normalize(train), labels, 2))
+    steered = steer_clustering(clustering, train, prints)
+    assert steered.num_clusters == 4
+    got = steered.labels
+    assert len({*got[:6]}) == len({*got[6:11]}) == len({*got[11:16]}) == 1
+    assert len({got[0], got[6], got[11], got[16]}) == 4
+    # A clean single-voice clustering is left alone (weak windows of Jan stay with Jan).
+    jan = np.concatenate([near(truth["Jan"], rng, 8, 0.2), near(truth["Jan"], rng, 4, 0.9)])
+    one = Clustering(np.zeros(12, np.int64), centroids_of(l2_normalize(jan), np.zeros(12, np.int64), 1))
+    assert steer_clustering(one, jan, prints).num_clusters == 1
+    assert steer_clustering(clustering, train, {}) is clustering
+
+
+def test_namer_end_to_end_on_synthetic_store(db: Path) -> None:
+    from whispdiar.diarization import Diarization
+
+    rng = np.random.default_rng(13)
+    truth = {n: unit(rng)[0] for n in ("Jan", "Anna")}
+    with VoiceprintStore(db) as store:
+        for n, v in truth.items():
+            store.add_sample(n, near(v, rng, 3), model_id=MODEL, source="s", speech_seconds=9)
+    namer = VoiceprintNamer(db, MODEL, threshold=0.5)
+    diar = Diarization(
+        turns=[Turn(0, 2, "SPEAKER_00"), Turn(2, 4, "SPEAKER_01")], exclusive=[],
+        centroids={"SPEAKER_00": near(truth["Anna"], rng, 1)[0], "SPEAKER_01": unit(rng)[0]},
+        embeddings={}, duration=4.0,
+    )
+    got = namer(diar)
+    assert list(got) == ["SPEAKER_00"] and got["SPEAKER_00"].name == "Anna"
+
+
+def test_speech_chunks() -> None:
+    assert speech_chunks([(0, 12)]) == [[(0, 5)], [(5, 10)], [(10, 12)]]
+    assert speech_chunks([(0, 11)]) == [[(0, 5)], [(5, 10), (10, 11)]]  # 1 s tail joins
+    assert speech_chunks([(0, 2), (3, 5), (6, 7)]) == [[(0, 2), (3, 5), (6, 7)]]
+    assert speech_chunks([(0, 1.5)]) == [[(0, 1.5)]]
+    assert speech_chunks([]) == []
+
+
+# --------------------------------------------------------------------------- real audio
+# LibriSpeech test-other utterances (CC BY 4.0), see tests/data/README.md.
+JAN = [DATA / "ls-1998-15444-0001.flac", DATA / "ls-1998-15444-0003.flac"]  # reader 1998 (F)
+ANNA = [DATA / "ls-2033-164914-0001.flac", DATA / "ls-2033-164914-0003.flac"]  # reader 2033 (M)
+# Utterances that are not enrolled, for the meetings.
+JAN_TALK = [DATA / "ls-1998-15444-0004.flac", DATA / "ls-1998-15444-0006.flac"]
+ANNA_TALK = [DATA / "ls-2033-164914-0000.flac", DATA / "ls-2033-164914-0009.flac"]
+IMPOSTOR = [DATA / "ls-1688-142285-0006.flac", DATA / "ls-1688-142285-0007.flac"]  # reader 1688, never enrolled
+
+
+def _meeting(path: Path, parts: list[Path], gap: float = 0.6) -> list[tuple[float, float, int]]:
+    """Concatenate files with pauses; returns (start, end, part index) per part."""
+    out, spans, t = [], [], 0.0
+    for i, p in enumerate(parts):
+        x, sr = sf.read(p, dtype="float32")
+        assert sr == 16000
+        out += [x, np.zeros(int(gap * sr), np.float32)]
+        spans.append((t, t + len(x) / sr, i))
+        t += len(x) / sr + gap
+    sf.write(path, np.concatenate(out), 16000)
+    return spans
+
+
+@pytest.fixture(scope="session")
+def diarizer(segmentation_model_path: Path, embedding_model_path: Path) -> Diarizer:
+    return Diarizer(segmentation_model_path, embedding_model_path, threads=2)
+
+
+@pytest.fixture(scope="session")
+def enrolled_template(tmp_path_factory: pytest.TempPathFactory, diarizer: Diarizer) -> Path:
+    db = tmp_path_factory.mktemp("enrolled") / "speakers.db"
+    with VoiceprintStore(db) as store:
+        for name, files in (("Jan", JAN), ("Anna", ANNA)):
+            for f in files:
+                report = enroll(store, name, f, diarizer=diarizer)
+                assert report.warnings == [] and report.voices == 1
+                assert report.speech_seconds >= 3 and report.embeddings >= 1
+    return db  # closed: the WAL is checkpointed into the file
+
+
+@pytest.fixture
+def enrolled(db: Path, enrolled_template: Path) -> Path:
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(enrolled_template, db)
+    return db
+
+
+def _named_speech(diarizer: Diarizer, db: Path, wav: Path) -> tuple[dict[str, float], dict[str, Match]]:
+    """Seconds of exclusive speech per shown name, and the matches."""
+    namer = VoiceprintNamer(db, embedding_model_id(diarizer))
+    diar = diarizer(wav, relabel=namer.relabel)
+    matches = namer(diar)
+    shown = display_names(diar.turns, matches, namer.names)
+    secs: dict[str, float] = {}
+    for t in diar.exclusive:
+        secs[shown[t.speaker]] = secs.get(shown[t.speaker], 0.0) + t.duration
+    return secs, matches
+
+
+@pytest.mark.slow
+def test_recognise_two_enrolled_speakers(enrolled: Path, diarizer: Diarizer, tmp_path: Path) -> None:
+    with VoiceprintStore(enrolled) as store:
+        info = {s.name: s for s in store.speakers()}
+    assert set(info) == {"Jan", "Anna"} and info["Jan"].samples == 2 and info["Jan"].speech_seconds > 9
+    wav = tmp_path / "meeting.wav"
+    _meeting(wav, [JAN_TALK[0], ANNA_TALK[0], JAN_TALK[1], ANNA_TALK[1]])
+    secs, matches = _named_speech(diarizer, enrolled, wav)
+    assert sorted(m.name for m in matches.values()) == ["Anna", "Jan"]
+    assert all(0.5 < m.confidence <= 1 for m in matches.values())
+    total = sum(secs.values())
+    assert secs["Jan"] + secs["Anna"] >= 0.95 * total, secs
+
+
+@pytest.mark.slow
+def test_impostor_stays_anonymous(enrolled: Path, diarizer: Diarizer, tmp_path: Path) -> None:
+    wav = tmp_path / "meeting.wav"
+    _meeting(wav, [JAN_TALK[0], IMPOSTOR[0], JAN_TALK[1], IMPOSTOR[1]])
+    secs, matches = _named_speech(diarizer, enrolled, wav)
+    assert [m.name for m in matches.values()] == ["Jan"]
+    assert secs.get("Speaker 2", 0) > 10 and "Anna" not in secs, secs
+
+
+@pytest.mark.slow
+def test_rename_and_remove_change_recognition(enrolled: Path, diarizer: Diarizer, tmp_path: Path) -> None:
+    wav = tmp_path / "meeting.wav"
+    _meeting(wav, [JAN_TALK[0], ANNA_TALK[0]])
+    with VoiceprintStore(enrolled) as store:
+        store.rename("Jan", "Janek")
+        store.remove("Anna")
+    secs, matches = _named_speech(diarizer, enrolled, wav)
+    assert [m.name for m in matches.values()] == ["Janek"]
+    assert "Speaker 2" in secs and "Anna" not in secs
+
+
+@pytest.mark.slow
+def test_enroll_refusals(db: Path, diarizer: Diarizer, tmp_path: Path) -> None:
+    with VoiceprintStore(db) as store:
+        with pytest.raises(VoiceprintError, match=r"only \d\.\d s of speech"):
+            enroll(store, "Jan", JAN[0], diarizer=diarizer, start=1.0, end=3.0)
+        silent = tmp_path / "silence.wav"
+        sf.write(silent, np.zeros(16000 * 6, np.float32), 16000)
+        with pytest.raises(VoiceprintError, match="silent"):
+            enroll(store, "Jan", silent, diarizer=diarizer)
+        hiss = tmp_path / "hiss.wav"
+        sf.write(hiss, np.random.default_rng(0).normal(0, 0.001, 16000 * 6).astype(np.float32), 16000)
+        with pytest.raises(VoiceprintError, match="speech"):
+            enroll(store, "Jan", hiss, diarizer=diarizer)
+        junk = tmp_path / "junk.wav"
+        junk.write_bytes(b"RIFF????WAVEnot really" * 50)
+        with pytest.raises(AudioError, match="junk.wav"):
+            enroll(store, "Jan", junk, diarizer=diarizer)
+        with pytest.raises(InputNotFound):
+            enroll(store, "Jan", tmp_path / "missing.wav", diarizer=diarizer)
+        with pytest.raises(AudioError, match="must be after"):
+            enroll(store, "Jan", JAN[0], diarizer=diarizer, start=5, end=2)
+        assert store.speakers() == []  # nothing refused was stored
+        # Two voices: warned about (with a hint), only the main voice is enrolled.
+        both = tmp_path / "both.wav"
+        _meeting(both, [JAN[0], ANNA[0], JAN[1]])
+        report = enroll(store, "Jan", both, diarizer=diarizer)
+        assert report.voices == 2 and "2 voices" in report.warnings[0] and "--start/--end" in report.warnings[0]
+        # The part where only Jan speaks enrolls cleanly.
+        report = enroll(store, "Jan", both, diarizer=diarizer, start=0.0, end=5.5)
+        assert report.voices == 1 and not report.warnings
+        assert store.speakers()[0].samples == 2
+
+
+_ENROLL_WORKER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {root!r})
+    from whispdiar.diarization import Diarizer
+    from whispdiar.voiceprints import VoiceprintStore, enroll
+    db, name, seg, emb, *files = sys.argv[1:]
+    diarizer = Diarizer(seg, emb, threads=1)
+    with VoiceprintStore(db) as store:
+        for f in files:
+            enroll(store, name, f, diarizer=diarizer)
+    """
+)
+
+
+@pytest.mark.slow
+def test_concurrent_real_enrolls(db: Path, segmentation_model_path: Path, embedding_model_path: Path) -> None:
+    code = _ENROLL_WORKER.format(root=str(ROOT))
+    jobs = {"Jan": JAN, "Anna": ANNA, "Eve": IMPOSTOR}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(db), name, str(segmentation_model_path),
+                          str(embedding_model_path), *map(str, files)], stderr=subprocess.PIPE)
+        for name, files in jobs.items()
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()
+    with VoiceprintStore(db) as store:
+        assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert {s.name: s.samples for s in store.speakers()} == {"Jan": 2, "Anna": 2, "Eve": 2}

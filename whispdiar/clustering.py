@@ -1,0 +1,175 @@
+"""Global speaker clustering of (window, local speaker) embeddings.
+
+Agglomerative clustering with centroid linkage on L2-normalised embeddings, cut at a
+Euclidean distance threshold (as pyannote 3.x does). Clusters smaller than
+``min_cluster_size`` are not speakers of their own: they join the nearest large
+cluster. Speaker-count hints move the cut along the same dendrogram.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.optimize import linear_sum_assignment
+
+from .errors import UsageError
+
+# Tuned on the dev data (docs/diarization.md): Euclidean distance between unit vectors,
+# d = sqrt(2 - 2 cos); 0.8 <=> cosine similarity 0.68 between cluster centroids.
+DEFAULT_THRESHOLD = 0.8
+DEFAULT_MIN_CLUSTER_SIZE = 4
+
+
+@dataclass(slots=True)
+class Clustering:
+    labels: np.ndarray  # [N] int, cluster index per embedding, 0..K-1
+    centroids: np.ndarray  # [K, D] float32, L2-normalised
+
+    @property
+    def num_clusters(self) -> int:
+        return len(self.centroids)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+def check_hints(
+    num_speakers: int | None, min_speakers: int | None, max_speakers: int | None
+) -> tuple[int, int | None]:
+    """Validated (min, max) speaker counts; max None means unbounded."""
+    for name, v in (("num_speakers", num_speakers), ("min_speakers", min_speakers),
+                    ("max_speakers", max_speakers)):
+        if v is not None and v < 1:
+            raise UsageError(f"{name} must be at least 1 (got {v})")
+    if num_speakers is not None:
+        if (min_speakers is not None and min_speakers > num_speakers) or (
+            max_speakers is not None and max_speakers < num_speakers
+        ):
+            raise UsageError("num_speakers contradicts min_speakers/max_speakers")
+        return num_speakers, num_speakers
+    lo = min_speakers or 1
+    if max_speakers is not None and max_speakers < lo:
+        raise UsageError(f"min_speakers ({lo}) is larger than max_speakers ({max_speakers})")
+    return lo, max_speakers
+
+
+def centroids_of(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """L2-normalised mean of the (normalised) members of each cluster."""
+    c = np.zeros((k, x.shape[1]))
+    np.add.at(c, labels, x)
+    return l2_normalize(c).astype(np.float32)
+
+
+def _large_counts(z: np.ndarray, n: int, min_size: int) -> np.ndarray:
+    """Number of clusters with >= min_size members after 0, 1, ... n-1 merges."""
+    sizes = np.ones(2 * n - 1, dtype=np.int64)
+    count = n if min_size <= 1 else 0
+    out = np.empty(n, dtype=np.int64)
+    out[0] = count
+    for i, (a, b, _, size) in enumerate(z):
+        sa, sb = sizes[int(a)], sizes[int(b)]
+        count -= int(sa >= min_size) + int(sb >= min_size)
+        sizes[n + i] = int(size)
+        count += int(size >= min_size)
+        out[i + 1] = count
+    return out
+
+
+def _cut_after(z: np.ndarray, merges: int) -> np.ndarray:
+    """Flat labels after applying the first ``merges`` merges of the dendrogram."""
+    zi = z.copy()
+    zi[:, 2] = np.arange(len(z))  # heights -> merge order (monotonic)
+    return fcluster(zi, merges - 1, criterion="distance") - 1
+
+
+def cluster_embeddings(
+    emb: np.ndarray,
+    threshold: float = DEFAULT_THRESHOLD,
+    num_speakers: int | None = None,
+    min_speakers: int | None = None,
+    max_speakers: int | None = None,
+    min_cluster_size: int = DEFAULT_MIN_CLUSTER_SIZE,
+) -> Clustering:
+    """Cluster [N, D] embeddings into speakers; see the module docstring."""
+    emb = np.asarray(emb)
+    lo, hi = check_hints(num_speakers, min_speakers, max_speakers)
+    n = len(emb)
+    if n == 0:
+        return Clustering(np.zeros(0, np.int64), np.zeros((0, emb.shape[-1] if emb.ndim == 2 else 0),
+                                                          np.float32))
+    x = l2_normalize(emb)
+    if n == 1:
+        return Clustering(np.zeros(1, np.int64), x.astype(np.float32))
+
+    z = linkage(x, method="centroid", metric="euclidean")
+    # A cluster needs min_cluster_size members to be a speaker, but never more than
+    # 10 % of all embeddings (short files have few).
+    min_size = max(1, min(min_cluster_size, int(round(0.1 * n))))
+    large = _large_counts(z, n, min_size)
+    labels = fcluster(z, threshold, criterion="distance") - 1
+    sizes = np.bincount(labels)
+    num_large = int(np.sum(sizes >= min_size))
+
+    target = None
+    if num_large < lo:
+        target = lo
+    elif hi is not None and num_large > hi:
+        target = hi
+    if target is not None:
+        # Levels (merges applied) whose number of large clusters is closest to the target;
+        # among them the one whose last merge distance is closest to the threshold.
+        gap = np.abs(large - target)
+        if gap.min() > 0 and n >= target:
+            # Unreachable with this minimum size (the user knows better): every cluster counts.
+            min_size = 1
+            large = _large_counts(z, n, min_size)
+            gap = np.abs(large - target)
+        levels = np.flatnonzero(gap == gap.min())
+        heights = np.concatenate([[0.0], z[:, 2]])[levels]
+        level = int(levels[np.argmin(np.abs(heights - threshold))])
+        labels = _cut_after(z, level)
+        sizes = np.bincount(labels)
+
+    big = np.flatnonzero(sizes >= min_size)
+    if len(big) == 0:
+        big = np.array([int(np.argmax(sizes))])
+    cents = centroids_of(x, labels, len(sizes))
+    # Small clusters join the nearest large one (cosine on centroids).
+    remap = np.full(len(sizes), -1, np.int64)
+    remap[big] = np.arange(len(big))
+    small = np.flatnonzero(remap < 0)
+    if len(small):
+        sim = cents[small] @ cents[big].T
+        remap[small] = np.argmax(sim, axis=1)
+    labels = remap[labels]
+    return Clustering(labels.astype(np.int64), centroids_of(x, labels, len(big)))
+
+
+def constrained_assignment(scores: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """Per window, give each active local speaker a distinct cluster maximising similarity.
+
+    scores [W, S, K] (higher is better), active [W, S] bool -> [W, S] int, -1 when inactive.
+    Two speakers of one window are different people by construction, so they must not
+    share a cluster (unless there are more local speakers than clusters).
+    """
+    w, s, k = scores.shape
+    out = np.full((w, s), -1, np.int64)
+    for i in range(w):
+        idx = np.flatnonzero(active[i])
+        if len(idx) == 0 or k == 0:
+            continue
+        sc = scores[i, idx]
+        if len(idx) == 1 or k == 1:
+            out[i, idx] = np.argmax(sc, axis=1)
+            continue
+        rows, cols = linear_sum_assignment(sc, maximize=True)
+        out[i, idx[rows]] = cols
+        rest = np.setdiff1d(np.arange(len(idx)), rows)  # more speakers than clusters
+        if len(rest):
+            out[i, idx[rest]] = np.argmax(sc[rest], axis=1)
+    return out

@@ -1,0 +1,360 @@
+"""The whole job for one recording: transcribe and diarize side by side, align, name.
+
+``Pipeline`` holds the loaded engines, so a batch loads each model once::
+
+    with Pipeline(whisper_model=Path("ggml-base.bin"), segmentation_model=..., embedding_model=...) as p:
+        for f in files:
+            result = p.run(f)
+
+``transcribe(path, ...)`` is the one-call convenience over it.
+
+Threads: whisper.cpp and onnxruntime both release the GIL, so diarization runs in a
+worker thread while whisper decodes in the caller's thread. The cores are split
+between them (whisper gets the larger half: it is the slower engine) and, because
+whisper works chunk by chunk, it takes the diarizer's cores back as soon as
+diarization is finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import audio
+from .alignment import AlignConfig, align
+from .records import Result, Segment, Speaker, Timings, Turn
+from .transcription import Cancelled as _AsrCancelled
+from .transcription import Transcriber, Transcript
+from .vad import SileroVad
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, float, float], None]
+# Recognises enrolled speakers: label -> (name, confidence) for the labels it knows.
+Namer = Callable[["Diarization"], Mapping[str, tuple[str, float]]]  # noqa: F821 - lazy import
+
+
+class Cancelled(Exception):
+    """The run was cancelled through the cancel event (or by a failing side of the run)."""
+
+
+def _cancelled_types() -> tuple[type[BaseException], ...]:
+    from .diarization import Cancelled as DiarCancelled
+
+    return (_AsrCancelled, DiarCancelled)
+
+
+class _Either:
+    """An event-like view that is set when either of two events is set."""
+
+    def __init__(self, a: threading.Event | None, b: threading.Event):
+        self._a, self._b = a, b
+
+    def is_set(self) -> bool:
+        return self._b.is_set() or (self._a is not None and self._a.is_set())
+
+    def set(self) -> None:
+        self._b.set()
+
+
+def split_threads(total: int, diarize: bool) -> tuple[int, int]:
+    """(whisper threads, diarizer threads) for ``total`` cores.
+
+    Whisper is the slower engine (base: RTF ~0.1 on one core vs diarization ~0.05), so it
+    gets the larger half; with 2 cores each engine gets one.
+    """
+    total = max(1, total)
+    if not diarize:
+        return total, 0
+    diar = max(1, total // 2) if total > 1 else 1
+    return max(1, total - diar), diar
+
+
+def cluster_confidence(embeddings: np.ndarray | None, centroid: np.ndarray | None) -> float | None:
+    """Mean cosine similarity of a cluster's member embeddings to its centroid, in [-1, 1].
+
+    High (~0.8+) for a tight cluster of one clear voice; low for a cluster that mixes
+    voices or noise. None when the diarizer kept no embeddings for it.
+    """
+    if embeddings is None or centroid is None or len(embeddings) == 0:
+        return None
+    e = np.asarray(embeddings, np.float64)
+    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    c = np.asarray(centroid, np.float64)
+    c = c / max(float(np.linalg.norm(c)), 1e-12)
+    return float(np.clip(np.mean(e @ c), -1.0, 1.0))
+
+
+def name_speakers(
+    segments: list[Segment],
+    turns: list[Turn],
+    named: Mapping[str, tuple[str, float]],
+    confidence: Mapping[str, float | None],
+) -> list[Speaker]:
+    """Speakers in order of first appearance in the transcript (then by first turn).
+
+    Enrolled ones keep their name and similarity; the others are "Speaker N", N being
+    their rank of appearance (moved on when an enrolled person is literally called so).
+    """
+    first: dict[str, float] = {}
+    for s in segments:
+        for w in s.words or []:
+            if w.speaker is not None and w.start is not None:
+                first.setdefault(w.speaker, w.start)
+        if s.speaker is not None:
+            first.setdefault(s.speaker, s.start)
+    order = sorted(first, key=lambda k: first[k])
+    by_turn = sorted({t.speaker: t.start for t in reversed(sorted(turns, key=lambda t: t.start))}.items(),
+                     key=lambda kv: kv[1])
+    order += [label for label, _ in by_turn if label not in first]
+    order += [label for label in named if label not in order]
+    seconds: dict[str, float] = {}
+    for t in turns:
+        seconds[t.speaker] = seconds.get(t.speaker, 0.0) + t.duration
+    taken = {name.casefold() for name, _ in named.values()}
+    out = []
+    for rank, label in enumerate(order, 1):
+        if label in named:
+            name, conf = named[label]
+            out.append(Speaker(label, name, float(conf), round(seconds.get(label, 0.0), 3), enrolled=True))
+            continue
+        n = rank
+        while f"speaker {n}" in taken:
+            n += 1
+        taken.add(f"speaker {n}")
+        out.append(Speaker(label, f"Speaker {n}", confidence.get(label), round(seconds.get(label, 0.0), 3)))
+    return out
+
+
+@dataclass(slots=True)
+class _DiarOutcome:
+    result: object | None = None  # Diarization
+    error: BaseException | None = None
+    seconds: float | None = None
+
+
+class Pipeline:
+    """Loaded engines for transcription (+ diarization); ``run(path)`` per recording."""
+
+    def __init__(
+        self,
+        whisper_model: str | os.PathLike[str],
+        segmentation_model: str | os.PathLike[str] | None = None,
+        embedding_model: str | os.PathLike[str] | None = None,
+        vad_model: str | os.PathLike[str] | None = None,
+        *,
+        threads: int | None = None,
+        diarize: bool = True,
+        namer: Namer | None = None,
+        align_config: AlignConfig | None = None,
+        timing: str = "dtw",
+        beam_size: int = 0,
+    ):
+        """Explicit model files. ``diarize=False`` loads no diarization models (then the
+        segmentation/embedding paths may be None). ``vad_model`` (Silero ONNX) is optional
+        but recommended: without it whisper gets fixed blocks cut at quiet points."""
+        self.threads = threads or os.cpu_count() or 1
+        self.diarize = diarize and segmentation_model is not None and embedding_model is not None
+        if diarize and not self.diarize:
+            raise ValueError("diarization needs segmentation_model and embedding_model (or diarize=False)")
+        self.asr_threads, self.diar_threads = split_threads(self.threads, self.diarize)
+        self.namer = namer
+        self.align_config = align_config or AlignConfig()
+        self.models: dict[str, str] = {}
+        self.vad = SileroVad(vad_model, threads=1) if vad_model is not None else None
+        if vad_model is None:
+            log.warning("no VAD model: whisper gets fixed blocks; word times are less accurate")
+        else:
+            self.models["vad"] = Path(vad_model).name
+        self.transcriber = Transcriber(whisper_model, threads=self.asr_threads, vad=self.vad,
+                                       timing=timing, beam_size=beam_size)
+        self.models["whisper"] = self.transcriber.name
+        self.diarizer = None
+        if self.diarize:
+            from .diarization import Diarizer
+
+            self.diarizer = Diarizer(segmentation_model, embedding_model, threads=self.diar_threads)
+            self.models["segmentation"] = Path(segmentation_model).name
+            self.models["embedding"] = Path(embedding_model).name
+
+    @classmethod
+    def from_names(
+        cls,
+        whisper: str = "base",
+        segmentation: str = "segmentation-3.0",
+        embedding: str = "campplus",
+        vad: str | None = "silero-vad",
+        *,
+        diarize: bool = True,
+        **kwargs,
+    ) -> Pipeline:
+        """Resolve model names (or paths) through whispdiar.models, then load them."""
+        from . import models
+        from .errors import ModelError
+
+        vad_path = None
+        if vad is not None:
+            try:
+                vad_path = models.resolve(vad)
+            except ModelError as e:
+                log.warning("%s; continuing without VAD", e)
+        return cls(
+            models.resolve(whisper),
+            models.resolve(segmentation) if diarize else None,
+            models.resolve(embedding) if diarize else None,
+            vad_path,
+            diarize=diarize,
+            **kwargs,
+        )
+
+    def close(self) -> None:
+        self.transcriber.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ run
+
+    def run(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        language: str | None = None,
+        diarize: bool | None = None,
+        num_speakers: int | None = None,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+        relabel: Callable | None = None,
+        display_name: str | None = None,
+    ) -> Result:
+        """Transcribe (and diarize) one recording into a Result.
+
+        ``progress(stage, done, total)`` is called from both threads with stage
+        "vad", "transcribe" (seconds of speech) or "diarize" (seconds of audio).
+        ``cancel``: set it to stop between chunks; raises Cancelled.
+        ``relabel`` is passed to the diarizer (voiceprint-driven cluster merging).
+        """
+        t_start = time.perf_counter()
+        src = Path(path)
+        self.transcriber.check_language(language)  # bad options fail before any work
+        tmp = audio.decode_with_ffmpeg(src) if audio.needs_ffmpeg(src) else None
+        try:
+            work = tmp or src
+            duration = audio.info(work).duration
+            do_diar = self.diarize if diarize is None else (diarize and self.diarize)
+            if diarize and not self.diarize:
+                raise ValueError("this pipeline was built without diarization models")
+            stop = threading.Event()
+            either = _Either(cancel, stop)
+            outcome = _DiarOutcome()
+            worker = None
+            if do_diar:
+                worker = threading.Thread(
+                    target=self._diarize_worker,
+                    args=(work, outcome, either, progress, num_speakers, min_speakers, max_speakers, relabel),
+                    name="whispdiar-diarize", daemon=True,
+                )
+                worker.start()
+            t_asr = time.perf_counter()
+            try:
+                transcript = self._transcribe(work, duration, language, progress, either, worker)
+            except BaseException:
+                stop.set()  # tell the diarizer to stop too, then surface the first cause
+                if worker is not None:
+                    worker.join()
+                if outcome.error is not None and not isinstance(outcome.error, _cancelled_types()):
+                    raise outcome.error from None  # the diarizer failed first and stopped whisper
+                raise
+            finally:
+                asr_seconds = time.perf_counter() - t_asr
+            if worker is not None:
+                worker.join()
+            if outcome.error is not None:
+                raise outcome.error
+        except _cancelled_types() as e:
+            raise Cancelled(str(e) or "cancelled") from None
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+        result = self._assemble(display_name or str(path), transcript, outcome.result if do_diar else None)
+        result.timings = Timings(round(asr_seconds, 3), outcome.seconds if do_diar else None,
+                                 round(time.perf_counter() - t_start, 3))
+        return result
+
+    def _transcribe(self, work: Path, duration: float, language: str | None, progress: ProgressFn | None,
+                    either: _Either, worker: threading.Thread | None) -> Transcript:
+        if progress:
+            progress("vad", 0.0, duration)
+        regions, probs = self.transcriber.speech_regions(work, duration)
+        if progress:
+            progress("vad", duration, duration)
+
+        def threads() -> int:
+            # take the diarizer's cores back once it is done
+            return self.threads if worker is None or not worker.is_alive() else self.asr_threads
+
+        return self.transcriber.transcribe(work, language=language, progress=progress, cancel=either,
+                                           threads=threads, regions=regions, probs=probs)
+
+    def _diarize_worker(self, work: Path, outcome: _DiarOutcome, cancel: _Either, progress: ProgressFn | None,
+                        num_speakers: int | None, min_speakers: int | None, max_speakers: int | None,
+                        relabel: Callable | None) -> None:
+        t0 = time.perf_counter()
+        try:
+            outcome.result = self.diarizer(
+                work, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
+                progress=(lambda d, t: progress("diarize", d, t)) if progress else None,
+                cancel=cancel, relabel=relabel,
+            )
+        except BaseException as e:  # handed to the caller's thread
+            outcome.error = e
+            cancel.set()  # no point finishing the transcript
+        finally:
+            outcome.seconds = round(time.perf_counter() - t0, 3)
+
+    def _assemble(self, name: str, transcript: Transcript, diar) -> Result:  # noqa: ANN001
+        if diar is None:
+            segments = align(transcript.segments, [], language=transcript.language)
+            return Result(name, transcript.duration, transcript.language, segments, [], [], dict(self.models))
+        segments = align(transcript.segments, diar.exclusive, self.align_config, overlapped=diar.turns,
+                         language=transcript.language)
+        named = dict(self.namer(diar)) if self.namer is not None else {}
+        conf = {label: cluster_confidence(diar.embeddings.get(label), diar.centroids.get(label))
+                for label in diar.speakers}
+        speakers = name_speakers(segments, diar.turns, named, conf)
+        return Result(name, transcript.duration, transcript.language, segments, speakers, list(diar.turns),
+                      dict(self.models))
+
+
+def transcribe(
+    path: str | os.PathLike[str],
+    *,
+    model: str = "base",
+    diarize: bool = True,
+    language: str | None = None,
+    num_speakers: int | None = None,
+    min_speakers: int | None = None,
+    max_speakers: int | None = None,
+    threads: int | None = None,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> Result:
+    """Transcribe one file with speakers: loads the models, runs, frees them.
+
+    For many files build one ``Pipeline`` and call ``run`` per file instead.
+    """
+    with Pipeline.from_names(whisper=model, diarize=diarize, threads=threads) as p:
+        return p.run(path, language=language, num_speakers=num_speakers, min_speakers=min_speakers,
+                     max_speakers=max_speakers, progress=progress, cancel=cancel)

@@ -1,0 +1,723 @@
+"""Speech to text with whisper.cpp (pywhispercpp's low-level binding), with word times.
+
+Why not hand whisper the whole file: its own segment/token clock is anchored to
+30 s windows and drifts (on a call starting at 6.7 s it reported words from 0 s
+in whole-second steps). Instead we
+
+1. find speech with a VAD (or, without one, cut fixed blocks at quiet points),
+2. pack speech regions into chunks of at most ~29 s (one whisper window each, so no
+   internal seeking), joined by a short stretch of silence,
+3. take word times from whisper.cpp's DTW over cross-attention alignment heads
+   (``t_dtw``), which follows the audio, not the timestamp tokens, and
+4. map packed times back to the recording, keeping every word inside speech.
+
+This also keeps memory flat on long recordings (one chunk in memory at a time),
+gives cancellation and progress points between chunks, and skips silence.
+whisper_full releases the GIL, so a diarization thread runs meanwhile.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import math
+import os
+import struct
+import threading
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, info, load, stream
+from .errors import ModelError, UsageError
+from .records import Segment, Word
+from .vad import FRAME_SECONDS, SileroVad, SpeechRegion, speech_regions
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, float, float], None]
+
+MAX_CHUNK_SECONDS = 29.0  # whisper sees 30 s windows; stay just under to avoid a second pass
+JOIN_SILENCE = 0.2  # zeros inserted between packed regions
+# Zeros before the first region: with speech right at 0 s whisper's DTW path (anchored at
+# the window start) misplaced the first words by ~1 s on sample.wav; 0.3 s lead-in fixed it.
+LEAD_IN = 0.3
+MERGE_GAP = 0.6  # regions closer than this are kept together with their real pause
+_GGML_MAGIC = 0x67676D6C
+
+
+class Cancelled(Exception):
+    """Raised when the cancel event is set; the pipeline turns it into its own error."""
+
+
+# --------------------------------------------------------------------------- model file
+
+
+@dataclass(frozen=True, slots=True)
+class WhisperHeader:
+    n_vocab: int
+    n_audio_ctx: int
+    n_audio_state: int
+    n_audio_head: int
+    n_audio_layer: int
+    n_text_ctx: int
+    n_text_state: int
+    n_text_head: int
+    n_text_layer: int
+    n_mels: int
+    ftype: int
+
+    @property
+    def multilingual(self) -> bool:
+        return self.n_vocab >= 51865
+
+    @property
+    def size(self) -> str:
+        """OpenAI model size guessed from the shape ("tiny", "base", ..., "large-v3")."""
+        by_layers = {4: "tiny", 6: "base", 12: "small", 24: "medium", 32: "large"}
+        name = by_layers.get(self.n_audio_layer, "custom")
+        if name == "large":
+            if self.n_text_layer == 4:
+                return "large-v3-turbo"
+            return "large-v3" if self.n_mels == 128 else "large-v2"
+        return name
+
+    @property
+    def name(self) -> str:
+        s = self.size
+        return s if self.multilingual or s.startswith("large") or s == "custom" else f"{s}.en"
+
+
+def read_header(path: str | os.PathLike[str]) -> WhisperHeader:
+    """Hyper-parameters from a ggml whisper file; ModelError if it is not one."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"{p}: whisper model not found")
+    with p.open("rb") as f:
+        raw = f.read(48)
+    if len(raw) < 48 or struct.unpack("<i", raw[:4])[0] != _GGML_MAGIC:
+        raise ModelError(f"{p}: not a whisper.cpp ggml model file")
+    return WhisperHeader(*struct.unpack("<11i", raw[4:48]))
+
+
+def _aheads_preset(pw, header: WhisperHeader):  # noqa: ANN001 - binding enum
+    """The alignment-head preset matching the model (these are OpenAI's per-model heads)."""
+    presets = pw.whisper_alignment_heads_preset
+    name = header.name.replace(".", "_").replace("-", "_").upper()
+    preset = getattr(presets, f"WHISPER_AHEADS_{name}", None)
+    # Unknown shapes: fall back to all heads of the top text layers (less sharp, still sane).
+    return preset if preset is not None else presets.WHISPER_AHEADS_N_TOP_MOST
+
+
+_log_lock = threading.Lock()
+_log_installed = False
+
+
+def _quiet_whisper_logs() -> None:
+    """Route whisper.cpp's C logging into Python logging (never stdout/stderr directly).
+
+    The hook is process-wide by nature (whisper.cpp has one logger). It is removed at
+    exit because a Python callback must not run while the interpreter shuts down.
+    """
+    global _log_installed  # the C library's logger is global; mirror that once
+    import _pywhispercpp as pw
+
+    with _log_lock:
+        if _log_installed:
+            return
+        wlog = logging.getLogger("whispdiar.whispercpp")
+
+        def forward(level: int, text: str) -> None:
+            # ggml levels: 1 debug, 2 info, 3 warn, 4 error
+            wlog.log(logging.WARNING if level == 3 else logging.DEBUG, "%s", text.rstrip())
+
+        pw.whisper_log_set(forward)
+        atexit.register(pw.whisper_log_set, None)
+        _log_installed = True
+
+
+# --------------------------------------------------------------------------- chunk plan
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """A stretch of the recording placed at ``packed`` seconds inside a chunk."""
+
+    start: float  # in the recording
+    end: float
+    packed: float  # where it begins in the chunk's signal
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(slots=True)
+class Chunk:
+    pieces: list[Piece] = field(default_factory=list)
+
+    @property
+    def length(self) -> float:
+        return self.pieces[-1].packed + self.pieces[-1].duration if self.pieces else 0.0
+
+    @property
+    def speech(self) -> float:
+        return sum(p.duration for p in self.pieces)
+
+    def to_source(self, t: float, prefer: str = "next") -> float:
+        """Map a time inside the packed chunk to the recording.
+
+        Times in the inserted silence snap to the following piece's start (``prefer="next"``,
+        for word starts) or the preceding piece's end (``"prev"``, for word ends).
+        """
+        packs = [p.packed for p in self.pieces]
+        i = max(0, bisect_right(packs, t) - 1)
+        p = self.pieces[i]
+        if t < p.packed:  # in the lead-in before the first piece
+            return p.start
+        if t <= p.packed + p.duration:
+            return p.start + max(0.0, t - p.packed)
+        if prefer == "next" and i + 1 < len(self.pieces):
+            return self.pieces[i + 1].start
+        return p.end
+
+
+def split_long(regions: Sequence[SpeechRegion], probs: np.ndarray | None, max_seconds: float) -> list[SpeechRegion]:
+    """Cut regions longer than ``max_seconds`` at their quietest point (least speech-like frame).
+
+    The cut is searched in the second half of the allowed length so pieces do not get tiny.
+    """
+    out: list[SpeechRegion] = []
+    for r in regions:
+        start, end = r.start, r.end
+        while end - start > max_seconds:
+            lo, hi = start + max_seconds * 0.5, start + max_seconds
+            cut = hi
+            if probs is not None and len(probs):
+                a, b = int(lo / FRAME_SECONDS), min(len(probs), int(hi / FRAME_SECONDS))
+                if b > a:
+                    # prefer later cuts on ties: argmin over reversed window
+                    w = probs[a:b][::-1]
+                    cut = (b - 1 - int(np.argmin(w)) + 0.5) * FRAME_SECONDS
+            out.append(SpeechRegion(start, cut))
+            start = cut
+        out.append(SpeechRegion(start, end))
+    return out
+
+
+def plan_chunks(
+    regions: Sequence[SpeechRegion],
+    probs: np.ndarray | None = None,
+    max_seconds: float = MAX_CHUNK_SECONDS,
+    join_silence: float = JOIN_SILENCE,
+    merge_gap: float = MERGE_GAP,
+    lead_in: float = LEAD_IN,
+) -> list[Chunk]:
+    """Pack speech regions (in time order) into chunks of at most ``max_seconds``.
+
+    Regions closer than ``merge_gap`` stay one piece (the real pause is kept); longer
+    pauses are replaced by ``join_silence`` of zeros; each chunk starts with ``lead_in``
+    seconds of zeros.
+    """
+    merged: list[SpeechRegion] = []
+    for r in sorted(regions, key=lambda r: r.start):
+        if r.end <= r.start:
+            continue
+        if merged and r.start - merged[-1].end < merge_gap and r.end - merged[-1].start <= max_seconds - lead_in:
+            merged[-1] = SpeechRegion(merged[-1].start, max(merged[-1].end, r.end))
+        else:
+            merged.append(r)
+    chunks: list[Chunk] = []
+    cur = Chunk()
+    for r in split_long(merged, probs, max_seconds - lead_in):
+        at = cur.length + join_silence if cur.pieces else lead_in
+        if cur.pieces and at + r.duration > max_seconds:
+            chunks.append(cur)
+            cur, at = Chunk(), lead_in
+        cur.pieces.append(Piece(r.start, r.end, at))
+    if cur.pieces:
+        chunks.append(cur)
+    return chunks
+
+
+def energy_probabilities(path: str | os.PathLike[str]) -> np.ndarray:
+    """A crude speech-likeness per VAD frame from loudness, for cutting blocks without a VAD."""
+    frames: list[np.ndarray] = []
+    rest = np.zeros(0, np.float32)
+    n = int(round(FRAME_SECONDS * SAMPLE_RATE))
+    for block in stream(path):
+        x = np.concatenate([rest, block])
+        k = len(x) // n
+        frames.append(np.sqrt(np.mean(x[: k * n].reshape(k, n) ** 2, axis=1) + 1e-12))
+        rest = x[k * n:]
+    if len(rest):
+        frames.append(np.sqrt(np.array([np.mean(rest**2) + 1e-12])))
+    rms = np.concatenate(frames) if frames else np.zeros(0)
+    if not len(rms):
+        return rms.astype(np.float32)
+    db = 20 * np.log10(rms)
+    lo, hi = np.percentile(db, 5), np.percentile(db, 95)
+    return np.clip((db - lo) / max(hi - lo, 1e-3), 0, 1).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- tokens → words
+
+
+@dataclass(slots=True)
+class Token:
+    text: bytes
+    p: float
+    t_dtw: float | None  # seconds in the chunk
+    t0: float  # whisper's own token timestamps (seconds in the chunk), used when DTW is off
+    t1: float
+
+
+def _is_punct(b: bytes) -> bool:
+    s = b.decode("utf-8", errors="ignore").strip()
+    return bool(s) and all(not c.isalnum() for c in s)
+
+
+def tokens_to_words(
+    tokens: Sequence[Token], next_time: float | None, timing: str
+) -> list[tuple[str, float | None, float | None, float]]:
+    """Group sub-word tokens into words: (text, start, end, probability) in chunk seconds.
+
+    A token starting with a space opens a word; punctuation tokens stick to the word before.
+    With ``timing="dtw"``: start = DTW time of the word's first token, end = DTW time of the
+    token after its letters (trailing punctuation, else the next word), as the DTW jump into
+    a token marks when it begins. ``next_time`` closes the last word (e.g. the next
+    segment's first token). With ``timing="tokens"``: whisper's own t0/t1.
+    """
+    groups: list[list[Token]] = []
+    for t in tokens:
+        if not t.text:
+            continue
+        if not groups or (t.text.startswith(b" ") and not _is_punct(t.text)):
+            groups.append([t])
+        else:
+            groups[-1].append(t)
+    out: list[tuple[str, float | None, float | None, float]] = []
+    for gi, g in enumerate(groups):
+        text = b"".join(t.text for t in g).decode("utf-8", errors="replace").strip()
+        if not text:
+            continue
+        prob = float(np.mean([t.p for t in g]))
+        if timing == "tokens":
+            out.append((text, g[0].t0, g[-1].t1, prob))
+            continue
+        if timing != "dtw" or g[0].t_dtw is None:
+            out.append((text, None, None, prob))
+            continue
+        n_letters = len(g)
+        while n_letters > 1 and _is_punct(g[n_letters - 1].text):
+            n_letters -= 1
+        trailing = [t.t_dtw for t in g[n_letters:] if t.t_dtw is not None]
+        if trailing:
+            end = trailing[0]
+        elif gi + 1 < len(groups) and groups[gi + 1][0].t_dtw is not None:
+            end = groups[gi + 1][0].t_dtw
+        else:
+            end = next_time
+        start = g[0].t_dtw
+        if end is None or end < start:
+            end = start
+        out.append((text, start, end, prob))
+    return out
+
+
+# --------------------------------------------------------------------------- VAD refinement
+
+
+def speech_mask(probs: np.ndarray, on: float = 0.5, off: float = 0.35) -> np.ndarray:
+    """Per-frame speech flags with hysteresis (enter at ``on``, leave below ``off``)."""
+    mask = np.zeros(len(probs), bool)
+    active = False
+    for i, p in enumerate(probs):
+        active = p >= on if not active else p >= off
+        mask[i] = active
+    return mask
+
+
+def speech_onsets(mask: np.ndarray, min_silence: float = 0.2) -> np.ndarray:
+    """Times (s) where speech starts after at least ``min_silence`` of non-speech."""
+    need = max(1, int(round(min_silence / FRAME_SECONDS)))
+    out, quiet = [], need  # the file start counts as silence
+    for i, m in enumerate(mask):
+        if m:
+            if quiet >= need:
+                out.append(i * FRAME_SECONDS)
+            quiet = 0
+        else:
+            quiet += 1
+    return np.array(out)
+
+
+def _onset_matches(starts: Sequence[float], onsets: np.ndarray, lo: float, hi: float) -> list[tuple[float, int]]:
+    """(onset, index of the first word starting at or after onset + lo) within ``hi``."""
+    out = []
+    for o in onsets:
+        i = bisect_right(starts, o + lo - 1e-9)
+        if i < len(starts) and starts[i] - o <= hi:
+            out.append((float(o), i))
+    return out
+
+
+def estimate_lag(
+    word_starts: Sequence[float], onsets: np.ndarray, lo: float = -0.15, hi: float = 1.0, prior: int = 3
+) -> float:
+    """How late DTW word starts are: median over speech onsets of (first word start - onset),
+    shrunk toward 0 by ``prior`` pseudo-onsets (few onsets are weak evidence).
+
+    DTW times from whisper's alignment heads lag the audio by a model-dependent amount
+    (about 0.1-0.2 s for base, 0.45 s for tiny.en here); speech onsets after pauses are
+    where a word must begin, so they calibrate the lag per recording.
+    """
+    starts = sorted(word_starts)
+    diffs = [starts[i] - o for o, i in _onset_matches(starts, onsets, lo, hi)]
+    if not diffs:
+        return 0.0
+    n = len(diffs)
+    return float(np.clip(np.median(diffs), -0.2, 0.8)) * n / (n + prior)
+
+
+def refine_word_times(segments: Sequence[Segment], probs: np.ndarray, prior: int = 3) -> float:
+    """Correct DTW word times with the VAD's speech frames (in place); returns the lag used.
+
+    1. Shift every word back by the estimated lag (``estimate_lag``).
+    2. A word starting in non-speech moves to the nearer speech edge: back to the end of
+       the speech before it (ending there), or to the next speech onset; a word ends at the
+       first pause (>= 0.2 s of non-speech) inside it, or at its last speech frame when it
+       ends in non-speech (pauses belong to no word, so a speaker change in a pause
+       cannot drag words across).
+    3. The first word after a pause starts at the pause's end (the speech onset) when
+       it starts within 0.8 s after it and the word before ended before the onset.
+    Times stay monotonic.
+    """
+    words = [w for s in segments for w in s.words if w.start is not None and w.end is not None]
+    if not words or not len(probs):
+        return 0.0
+    mask = speech_mask(probs)
+    onsets = speech_onsets(mask)
+    lag = estimate_lag([w.start for w in words], onsets, prior=prior)
+    n = len(mask)
+
+    def frame(t: float) -> int:
+        return min(n - 1, max(0, int(t / FRAME_SECONDS)))
+
+    pause = max(1, int(round(0.2 / FRAME_SECONDS)))
+    prev_end = 0.0
+    for w in words:
+        s, e = max(0.0, w.start - lag), max(0.0, w.end - lag)
+        a, b = frame(s), frame(max(s, e - 1e-6))
+        if not mask[a]:
+            # Starts in a pause: it belongs to the nearer speech edge. Back to the end of
+            # the speech before (DTW was late) when that is nearer than the next onset.
+            before = np.flatnonzero(mask[:a])
+            after = np.flatnonzero(mask[a:b + 1])
+            p_end = (before[-1] + 1) * FRAME_SECONDS if len(before) else None
+            q = (a + after[0]) * FRAME_SECONDS if len(after) else None
+            if p_end is not None and p_end > prev_end and (q is None or s - p_end < q - s):
+                w.start, w.end = max(prev_end, p_end - (e - s)), p_end
+                prev_end = w.end
+                continue
+        inside = np.flatnonzero(mask[a:b + 1])
+        if len(inside):
+            if not mask[a]:
+                a += int(inside[0])
+                s = a * FRAME_SECONDS
+            # the word ends where its speech ends: at the first pause inside it, or at its
+            # last speech frame when it ends in non-speech
+            quiet = 0
+            for k in range(a, b + 1):
+                quiet = 0 if mask[k] else quiet + 1
+                if quiet >= pause:
+                    e = min(e, (k - quiet + 1) * FRAME_SECONDS)
+                    break
+            else:
+                if not mask[b]:
+                    e = min(e, (a + int(np.flatnonzero(mask[a:b + 1])[-1]) + 1) * FRAME_SECONDS)
+        w.start, w.end = s, max(s, e)
+        prev_end = w.end
+    tol = FRAME_SECONDS
+    for o, i in _onset_matches([w.start for w in words], onsets, -tol, 0.8):
+        prev_end = words[i - 1].end if i else 0.0
+        if prev_end <= o + tol and words[i].start > o:
+            words[i].start = o
+    last = 0.0
+    for w in words:  # keep order after snapping
+        w.start = round(max(w.start, last), 3)
+        w.end = round(max(w.end, w.start), 3)
+        last = w.end
+    for s in segments:
+        timed = [w for w in s.words if w.start is not None]
+        if timed:
+            s.start, s.end = timed[0].start, max(w.end for w in timed)
+    return lag
+
+
+# --------------------------------------------------------------------------- transcriber
+
+
+@dataclass(slots=True)
+class Transcript:
+    segments: list[Segment]
+    language: str | None
+    duration: float
+    speech: list[SpeechRegion] = field(default_factory=list)
+    model: str = ""
+    lag: float = 0.0  # seconds the DTW word times were shifted back (refine_word_times)
+
+
+class Transcriber:
+    """A loaded whisper.cpp model. Reuse one instance for many files (loading costs seconds)."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        threads: int = 2,
+        vad: SileroVad | None = None,
+        timing: str = "dtw",
+        beam_size: int = 0,
+        refine: bool = True,
+    ):
+        """``timing``: "dtw" (default: alignment-head DTW word times), "tokens" (whisper's own
+        token timestamps, less accurate), or "none" (no word times: segment level only).
+        ``refine``: correct the DTW lag and snap word times onto VAD speech (needs ``vad``)."""
+        if timing not in ("dtw", "tokens", "none"):
+            raise ValueError(f"timing must be dtw, tokens or none, not {timing!r}")
+        import _pywhispercpp as pw
+
+        self._pw = pw
+        self.path = Path(model_path)
+        self.header = read_header(self.path)
+        self.threads = max(1, threads)
+        self.vad = vad
+        self.timing = timing
+        self.beam_size = beam_size
+        self.refine = refine
+        _quiet_whisper_logs()
+        cp = pw.whisper_context_default_params()
+        cp.use_gpu = False
+        cp.flash_attn = False  # DTW needs the attention weights flash attention never materialises
+        if timing == "dtw":
+            cp.dtw_token_timestamps = True
+            cp.dtw_aheads_preset = _aheads_preset(pw, self.header)
+        try:
+            self._ctx = pw.whisper_init_from_file_with_params(str(self.path), cp)
+        except Exception as e:  # the binding raises RuntimeError/ValueError variants
+            raise ModelError(f"{self.path}: whisper.cpp could not load it ({e})") from None
+        if self._ctx is None:
+            raise ModelError(f"{self.path}: whisper.cpp could not load it (corrupt or unsupported file)")
+        self.multilingual = bool(pw.whisper_is_multilingual(self._ctx))
+        self._eot = pw.whisper_token_eot(self._ctx)
+        self._lock = threading.Lock()  # one whisper context decodes one thing at a time
+
+    @property
+    def name(self) -> str:
+        return self.header.name
+
+    def close(self) -> None:
+        ctx, self._ctx = getattr(self, "_ctx", None), None
+        if ctx is not None:
+            self._pw.whisper_free(ctx)
+
+    def __enter__(self) -> Transcriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown: the binding may be gone
+            self.close()
+
+    # -- public --------------------------------------------------------------------
+
+    def check_language(self, language: str | None) -> str | None:
+        """Normalise a language option: None/"auto" → None (detect); else a whisper code."""
+        if language is None or language.lower() in ("", "auto"):
+            return None if self.multilingual else "en"
+        lid = self._pw.whisper_lang_id(language.lower())
+        if lid < 0:
+            raise UsageError(f"unknown language {language!r} (use a code such as en, de, fr, or auto)")
+        code = self._pw.whisper_lang_str(lid)
+        if not self.multilingual and code != "en":
+            raise UsageError(f"model {self.name} is English-only; cannot transcribe language {code!r}")
+        return code
+
+    def speech_regions(self, path: str | os.PathLike[str], duration: float) -> tuple[list[SpeechRegion], np.ndarray]:
+        """Speech regions (VAD) and the frame probabilities used to cut long ones."""
+        if self.vad is not None:
+            probs = self.vad.file_probabilities(path)
+            return speech_regions(probs, threshold=0.4, pad=0.2, duration=duration), probs
+        # No VAD: treat everything as speech, cut into blocks at quiet points.
+        return [SpeechRegion(0.0, duration)], energy_probabilities(path)
+
+    def transcribe(
+        self,
+        path: str | os.PathLike[str],
+        language: str | None = None,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+        threads: Callable[[], int] | None = None,
+        regions: Sequence[SpeechRegion] | None = None,
+        probs: np.ndarray | None = None,
+    ) -> Transcript:
+        """Transcribe a file chunk by chunk. ``threads`` is asked before each chunk (the
+        pipeline hands whisper the diarizer's core once diarization is done)."""
+        lang = self.check_language(language)
+        duration = info(path).duration
+        if regions is None:
+            regions, probs = self.speech_regions(path, duration)
+        chunks = plan_chunks(regions, probs)
+        total = sum(c.speech for c in chunks)
+        done = 0.0
+        if progress:
+            progress("transcribe", 0.0, total)
+        segments: list[Segment] = []
+        for chunk in chunks:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            signal = self._chunk_signal(path, chunk)
+            n_threads = threads() if threads is not None else self.threads
+            segs, detected = self._run(signal, chunk, lang, max(1, n_threads), cancel)
+            if lang is None and detected is not None and segs:
+                lang = detected  # detect once on the first chunk with speech, then keep it
+            segments.extend(segs)
+            done += chunk.speech
+            if progress:
+                progress("transcribe", done, total)
+        lag = 0.0
+        if self.refine and self.timing == "dtw" and self.vad is not None and probs is not None:
+            lag = refine_word_times(segments, probs)
+        return Transcript(segments, lang, duration, list(regions), self.name, lag)
+
+    # -- internals -----------------------------------------------------------------
+
+    @staticmethod
+    def _chunk_signal(path: str | os.PathLike[str], chunk: Chunk) -> np.ndarray:
+        out = np.zeros(int(math.ceil(chunk.length * SAMPLE_RATE)) + 1, np.float32)
+        for p in chunk.pieces:
+            x = load(path, start=p.start, end=p.end)
+            i = int(round(p.packed * SAMPLE_RATE))
+            x = x[: len(out) - i]
+            out[i:i + len(x)] = x
+        return out
+
+    def _params(self, language: str | None, n_threads: int):
+        pw = self._pw
+        strategy = pw.WHISPER_SAMPLING_BEAM_SEARCH if self.beam_size > 1 else pw.WHISPER_SAMPLING_GREEDY
+        p = pw.whisper_full_default_params(strategy)
+        if self.beam_size > 1:
+            p.beam_search = {"beam_size": self.beam_size, "patience": -1.0}
+        p.n_threads = n_threads
+        p.print_progress = False  # whisper.cpp would print to stdout/stderr
+        p.print_realtime = False
+        p.print_timestamps = False
+        p.print_special = False
+        p.no_context = True  # chunks are independent: no hallucinated carry-over
+        p.token_timestamps = self.timing == "tokens"
+        p.suppress_nst = True  # no "[MUSIC]"-style non-speech tokens in a transcript
+        p.language = language if language is not None else "auto"
+        return p
+
+    def _run(
+        self, signal: np.ndarray, chunk: Chunk, language: str | None, n_threads: int, cancel: threading.Event | None
+    ) -> tuple[list[Segment], str | None]:
+        pw = self._pw
+        with self._lock:
+            if self._ctx is None:
+                raise RuntimeError("transcriber is closed")
+            params = self._params(language, n_threads)
+            if cancel is not None:
+                # Called before each encoder pass; returning False aborts whisper_full early.
+                pw.assign_encoder_begin_callback(params, lambda *_: not cancel.is_set())
+            pw.whisper_full(self._ctx, params, signal, len(signal))
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            detected = None
+            if language is None:
+                lid = pw.whisper_full_lang_id(self._ctx)
+                detected = pw.whisper_lang_str(lid) if lid >= 0 else None
+            raw = self._collect()
+        return self._to_segments(raw, chunk), detected
+
+    def _collect(self) -> list[tuple[float, float, str, list[Token]]]:
+        """Segments of the last whisper_full: (t0, t1, text, tokens), times in chunk seconds."""
+        pw, ctx = self._pw, self._ctx
+        out = []
+        for i in range(pw.whisper_full_n_segments(ctx)):
+            t0 = pw.whisper_full_get_segment_t0(ctx, i) / 100.0
+            t1 = pw.whisper_full_get_segment_t1(ctx, i) / 100.0
+            text = pw.whisper_full_get_segment_text(ctx, i)
+            text = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
+            toks = []
+            for j in range(pw.whisper_full_n_tokens(ctx, i)):
+                d = pw.whisper_full_get_token_data(ctx, i, j)
+                if d.id >= self._eot:
+                    continue  # special and timestamp tokens
+                toks.append(
+                    Token(
+                        pw.whisper_token_to_bytes(ctx, d.id),
+                        float(d.p),
+                        d.t_dtw / 100.0 if d.t_dtw >= 0 else None,
+                        d.t0 / 100.0,
+                        d.t1 / 100.0,
+                    )
+                )
+            out.append((t0, t1, text.strip(), toks))
+        return out
+
+    def _to_segments(self, raw: list[tuple[float, float, str, list[Token]]], chunk: Chunk) -> list[Segment]:
+        segments: list[Segment] = []
+        end_of_chunk = chunk.length
+        for k, (t0, t1, text, toks) in enumerate(raw):
+            if not text:
+                continue
+            nxt = None
+            for _, _, _, later in raw[k + 1:]:
+                if later and later[0].t_dtw is not None:
+                    nxt = later[0].t_dtw
+                    break
+            if nxt is None and self.timing == "dtw":
+                # last word of the chunk: close it at the end of the speech it starts in
+                nxt = end_of_chunk
+            words = []
+            for wtext, ws, we, wp in tokens_to_words(toks, nxt, self.timing):
+                if ws is None or we is None:
+                    words.append(Word(wtext, None, None, round(wp, 4)))
+                    continue
+                s = chunk.to_source(ws, "next")
+                e = chunk.to_source(we, "prev")
+                if e < s:  # the word's span straddles removed silence: keep its start side
+                    e = chunk.to_source(ws, "prev") if chunk.to_source(ws, "prev") >= s else s
+                words.append(Word(wtext, s, e, round(wp, 4)))
+            _tidy_word_times(words, chunk)
+            timed = [w for w in words if w.start is not None]
+            if timed:
+                start, end = timed[0].start, max(w.end for w in timed if w.end is not None)
+            else:
+                start, end = chunk.to_source(t0, "next"), chunk.to_source(t1, "prev")
+            segments.append(Segment(start, max(start, end), text, None, words))
+        return segments
+
+
+def _tidy_word_times(words: list[Word], chunk: Chunk) -> None:
+    """Make word times monotonic and cap absurd lengths (a last word stretching over a
+    long tail of non-speech)."""
+    last_end = None
+    for w in words:
+        if w.start is None or w.end is None:
+            continue
+        if last_end is not None and w.start < last_end:
+            w.start = last_end
+        if w.end < w.start:
+            w.end = w.start
+        max_len = 0.25 + 0.12 * len(w.text)  # generous for slow speech, stops a word eating a pause
+        if w.end - w.start > max_len:
+            w.end = w.start + max_len
+        last_end = w.end

@@ -1,0 +1,578 @@
+"""Enrolled speakers: the voiceprint database and enrollment of audio samples.
+
+The store is one SQLite file (default ``$WHISPDIAR_HOME/speakers.db``):
+
+- ``speakers``    one row per enrolled person (name unique, case-insensitive);
+- ``samples``     one row per enrolled audio sample: source file, span, seconds of
+                  speech, creation time and the id of the embedding model that made it;
+- ``embeddings``  the sample's embeddings (one per few seconds of speech), float32 blobs.
+
+Like simonw/llm, the schema is a list of numbered migrations (``m001_...``) applied in
+order, each once, recorded in ``_migrations``. Embeddings are stored beside the model id
+that made them: vectors of another model live in another space and are never compared
+(``voiceprints(model_id)`` leaves them out and says whose they are).
+
+Concurrency: WAL journal, a 10 s busy timeout (a second ``enroll`` waits instead of
+failing), and every write is one ``BEGIN IMMEDIATE`` transaction, so concurrent or
+interrupted enrolls leave either the whole sample or nothing.
+
+Recognition itself (comparing clusters with voiceprints) is in ``naming.py``; this
+module only stores and produces voiceprints.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import audio
+from .errors import AudioError, VoiceprintError
+from .naming import (
+    DEFAULT_MERGE_THRESHOLD,
+    DEFAULT_THRESHOLD,
+    Match,
+    Voiceprint,
+    is_placeholder,
+    name_speakers,
+    steer_clustering,
+)
+
+if TYPE_CHECKING:
+    from .clustering import Clustering
+    from .diarization import Diarization, Diarizer
+
+BUSY_TIMEOUT_MS = 10_000
+
+# Enrollment parameters (docs/voiceprints.md).
+MIN_SPEECH_SECONDS = 3.0  # less speech than this gives an unreliable voiceprint: refused
+CHUNK_SECONDS = 5.0  # speech per stored embedding (diarization embeds <= 5 s per window too)
+MIN_CHUNK_SECONDS = 2.0  # a shorter tail joins the previous chunk
+# A second voice is reported when it has this much speech (s and share of all speech).
+SECOND_VOICE_SECONDS = 2.0
+SECOND_VOICE_SHARE = 0.15
+MAX_NAME_LENGTH = 100
+
+Warn = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------- schema
+def _m001_create_tables(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE speakers (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            created TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE samples (
+            id INTEGER PRIMARY KEY,
+            speaker_id INTEGER NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
+            model_id TEXT NOT NULL,
+            source TEXT NOT NULL,
+            start REAL,
+            end REAL,
+            speech_seconds REAL NOT NULL,
+            created TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE embeddings (
+            id INTEGER PRIMARY KEY,
+            sample_id INTEGER NOT NULL REFERENCES samples(id) ON DELETE CASCADE,
+            dim INTEGER NOT NULL,
+            vector BLOB NOT NULL
+        )"""
+    )
+
+
+def _m002_indexes(db: sqlite3.Connection) -> None:
+    db.execute("CREATE INDEX samples_speaker ON samples(speaker_id)")
+    db.execute("CREATE INDEX samples_model ON samples(model_id)")
+    db.execute("CREATE INDEX embeddings_sample ON embeddings(sample_id)")
+
+
+# Append only: a migration, once released, is never edited or reordered.
+MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
+    ("m001_create_tables", _m001_create_tables),
+    ("m002_indexes", _m002_indexes),
+]
+
+
+# --------------------------------------------------------------------------- records
+@dataclass(frozen=True, slots=True)
+class SpeakerInfo:
+    """One enrolled speaker as ``speakers list`` shows it."""
+
+    name: str
+    samples: int
+    embeddings: int
+    speech_seconds: float
+    created: datetime
+    model_ids: tuple[str, ...]  # embedding models of its samples (normally one)
+
+
+@dataclass(slots=True)
+class VoiceprintSet:
+    """The voiceprints usable with one embedding model, plus who was left out and why."""
+
+    model_id: str
+    voiceprints: dict[str, Voiceprint]
+    incompatible: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> other model ids
+
+    def messages(self) -> list[str]:
+        return [
+            f"speaker '{name}' was enrolled with embedding model {', '.join(ids)}, not {self.model_id}: "
+            f"not compared (re-enroll them with this model)"
+            for name, ids in sorted(self.incompatible.items())
+        ]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def check_name(name: str) -> str:
+    """A speaker name as stored: stripped, non-empty, printable, not a placeholder label."""
+    clean = name.strip()
+    if not clean:
+        raise VoiceprintError("speaker name is empty")
+    if len(clean) > MAX_NAME_LENGTH:
+        raise VoiceprintError(f"speaker name is longer than {MAX_NAME_LENGTH} characters")
+    if any(not ch.isprintable() for ch in clean):
+        raise VoiceprintError(f"speaker name {clean!r} contains control characters")
+    # Unknown clusters are shown as "Speaker N" / SPEAKER_NN: an enrolled name like that
+    # would be indistinguishable from an unrecognised speaker.
+    if is_placeholder(clean):
+        raise VoiceprintError(f"'{clean}' is reserved for unrecognised speakers; pick another name")
+    return clean
+
+
+# --------------------------------------------------------------------------- store
+class VoiceprintStore:
+    """The speaker database. Use as a context manager; every method is one transaction.
+
+    ``create=False`` opens an existing database only (a missing file raises
+    VoiceprintError): what read-only commands want, so they never leave an empty file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True):
+        self.path = Path(path).expanduser()
+        if not self.path.exists() and not create:
+            raise VoiceprintError(f"{self.path}: no speaker database (enroll a speaker first)")
+        if self.path.is_dir():
+            raise VoiceprintError(f"{self.path}: is a directory, not a speaker database")
+        if create:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise VoiceprintError(f"{self.path.parent}: cannot create directory ({e.strerror})") from None
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves (BEGIN IMMEDIATE for writes).
+            self.db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        except sqlite3.Error as e:
+            raise VoiceprintError(f"{self.path}: cannot open speaker database ({e})") from None
+        try:
+            self._setup()
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise self._corrupt(e) from None
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _corrupt(self, e: Exception) -> VoiceprintError:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, sqlite3.OperationalError) and "locked" in msg:
+            return VoiceprintError(f"{self.path}: speaker database is busy (locked by another process): {msg}")
+        return VoiceprintError(f"{self.path} is not a whispdiar speaker database or is corrupt: {msg}")
+
+    def _setup(self) -> None:
+        db = self.db
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA foreign_keys = ON")
+        # Reading the header fails here for a file that is not SQLite at all.
+        row = db.execute("PRAGMA quick_check").fetchone()
+        if row is None or row[0] != "ok":
+            raise sqlite3.DatabaseError(f"integrity check failed ({row[0] if row else 'no answer'})")
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+        if mode != "wal":
+            db.execute("PRAGMA journal_mode = WAL")  # persistent: set once per file
+        db.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: a crash loses at most the last commit
+        self._migrate()
+
+    def _migrate(self) -> None:
+        known = [name for name, _ in MIGRATIONS]
+        if self._applied() == known:
+            return  # the common case: no write lock taken
+        with self._write():
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "_migrations" not in tables:
+                raise sqlite3.DatabaseError(f"unexpected tables {', '.join(sorted(tables))}")
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied TEXT NOT NULL)"
+            )
+            applied = self._applied()  # again, under the lock: another process may have migrated
+            unknown = [m for m in applied if m not in known]
+            if unknown:
+                raise VoiceprintError(
+                    f"{self.path} was written by a newer whispdiar (schema {unknown[-1]}); upgrade whispdiar"
+                )
+            for name, fn in MIGRATIONS:
+                if name not in applied:
+                    fn(self.db)
+                    self.db.execute("INSERT INTO _migrations (name, applied) VALUES (?, ?)", (name, _now()))
+
+    def _applied(self) -> list[str]:
+        try:
+            return [r[0] for r in self.db.execute("SELECT name FROM _migrations ORDER BY rowid")]
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return []
+            raise
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken up front so concurrent writers queue on busy_timeout."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            raise self._corrupt(e) from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> VoiceprintStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema(self) -> list[str]:
+        """Names of the applied migrations."""
+        return self._applied()
+
+    # ------------------------------------------------------------------- writes
+    def add_sample(
+        self,
+        name: str,
+        embeddings: np.ndarray,
+        *,
+        model_id: str,
+        source: str,
+        speech_seconds: float,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> int:
+        """Store one sample's embeddings [n, D] for ``name`` (created if new); returns the sample id.
+
+        Refuses a sample of another embedding model than the speaker's earlier samples.
+        """
+        name = check_name(name)
+        emb = np.asarray(embeddings, dtype=np.float32)
+        if emb.ndim != 2 or len(emb) == 0 or not np.all(np.isfinite(emb)):
+            raise VoiceprintError("no usable embeddings to store")
+        with self._errors(), self._write() as db:
+            row = db.execute("SELECT id, name FROM speakers WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                speaker_id = db.execute(
+                    "INSERT INTO speakers (name, created) VALUES (?, ?)", (name, _now())
+                ).lastrowid
+            else:
+                speaker_id = row[0]
+                other = [
+                    r[0] for r in db.execute(
+                        "SELECT DISTINCT model_id FROM samples WHERE speaker_id = ? AND model_id != ?",
+                        (speaker_id, model_id),
+                    )
+                ]
+                if other:
+                    raise VoiceprintError(
+                        f"speaker '{row[1]}' was enrolled with embedding model {', '.join(other)}, "
+                        f"this sample with {model_id}: remove '{row[1]}' first and enroll again"
+                    )
+            sample_id = db.execute(
+                "INSERT INTO samples (speaker_id, model_id, source, start, end, speech_seconds, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (speaker_id, model_id, source, start, end, float(speech_seconds), _now()),
+            ).lastrowid
+            db.executemany(
+                "INSERT INTO embeddings (sample_id, dim, vector) VALUES (?, ?, ?)",
+                [(sample_id, emb.shape[1], v.tobytes()) for v in emb],
+            )
+        assert sample_id is not None
+        return sample_id
+
+    def remove(self, name: str) -> None:
+        with self._errors(), self._write() as db:
+            if db.execute("DELETE FROM speakers WHERE name = ?", (name.strip(),)).rowcount == 0:
+                raise VoiceprintError(f"no enrolled speaker named '{name.strip()}'")
+
+    def rename(self, old: str, new: str) -> None:
+        new = check_name(new)
+        with self._errors(), self._write() as db:
+            row = db.execute("SELECT id FROM speakers WHERE name = ?", (old.strip(),)).fetchone()
+            if row is None:
+                raise VoiceprintError(f"no enrolled speaker named '{old.strip()}'")
+            clash = db.execute("SELECT id, name FROM speakers WHERE name = ?", (new,)).fetchone()
+            if clash is not None and clash[0] != row[0]:
+                raise VoiceprintError(f"a speaker named '{clash[1]}' is already enrolled")
+            db.execute("UPDATE speakers SET name = ? WHERE id = ?", (new, row[0]))
+
+    # ------------------------------------------------------------------- reads
+    def speakers(self) -> list[SpeakerInfo]:
+        """Every enrolled speaker, by name."""
+        with self._errors():
+            rows = self.db.execute(
+                """SELECT sp.name, sp.created, COUNT(DISTINCT sa.id), COALESCE(SUM(sa.speech_seconds), 0),
+                          (SELECT COUNT(*) FROM embeddings e JOIN samples s2 ON e.sample_id = s2.id
+                            WHERE s2.speaker_id = sp.id),
+                          GROUP_CONCAT(DISTINCT sa.model_id)
+                   FROM speakers sp LEFT JOIN samples sa ON sa.speaker_id = sp.id
+                   GROUP BY sp.id ORDER BY sp.name COLLATE NOCASE"""
+            ).fetchall()
+        return [
+            SpeakerInfo(
+                name=name, samples=int(n), embeddings=int(ne), speech_seconds=float(secs),
+                created=datetime.fromisoformat(created),
+                model_ids=tuple(sorted(ids.split(","))) if ids else (),
+            )
+            for name, created, n, secs, ne, ids in rows
+        ]
+
+    def voiceprints(self, model_id: str) -> VoiceprintSet:
+        """Voiceprints of every speaker enrolled with ``model_id``; others are listed as incompatible."""
+        with self._errors():
+            rows = self.db.execute(
+                """SELECT sp.name, sa.model_id, sa.speech_seconds, sa.id, e.dim, e.vector
+                   FROM speakers sp JOIN samples sa ON sa.speaker_id = sp.id
+                   JOIN embeddings e ON e.sample_id = sa.id ORDER BY sp.id, sa.id, e.id"""
+            ).fetchall()
+        vectors: dict[str, list[np.ndarray]] = {}
+        seconds: dict[str, dict[int, float]] = {}
+        incompatible: dict[str, set[str]] = {}
+        for name, mid, secs, sample_id, dim, blob in rows:
+            if mid != model_id:
+                incompatible.setdefault(name, set()).add(mid)
+                continue
+            v = np.frombuffer(blob, dtype=np.float32)
+            if len(v) != dim:
+                raise VoiceprintError(f"{self.path} is corrupt: embedding of '{name}' has {len(v)} values, not {dim}")
+            vectors.setdefault(name, []).append(v)
+            seconds.setdefault(name, {})[sample_id] = secs
+        prints = {
+            name: Voiceprint.from_embeddings(name, np.stack(vs), sum(seconds[name].values()))
+            for name, vs in vectors.items()
+        }
+        return VoiceprintSet(model_id, prints, {n: tuple(sorted(ids)) for n, ids in incompatible.items()})
+
+
+# --------------------------------------------------------------------------- enrollment
+@dataclass(slots=True)
+class EnrollReport:
+    name: str
+    source: str
+    sample_id: int
+    speech_seconds: float  # of the enrolled voice
+    embeddings: int
+    voices: int  # distinct voices the diarization found in the sample
+    warnings: list[str] = field(default_factory=list)
+
+
+def speech_chunks(
+    spans: list[tuple[float, float]], chunk: float = CHUNK_SECONDS, min_chunk: float = MIN_CHUNK_SECONDS
+) -> list[list[tuple[float, float]]]:
+    """Cut speech spans (s) into consecutive pieces of about ``chunk`` s of speech each.
+
+    A piece may gather several short spans; a tail shorter than ``min_chunk`` joins the
+    previous piece (or stands alone if it is the only one).
+    """
+    pieces: list[list[tuple[float, float]]] = []
+    cur: list[tuple[float, float]] = []
+    got = 0.0
+    for a, b in sorted(spans):
+        while b - a > 1e-9:
+            take = min(b - a, chunk - got)
+            cur.append((a, a + take))
+            got += take
+            a += take
+            if got >= chunk - 1e-9:
+                pieces.append(cur)
+                cur, got = [], 0.0
+    if cur:
+        if got < min_chunk and pieces:
+            pieces[-1].extend(cur)
+        else:
+            pieces.append(cur)
+    return pieces
+
+
+def enroll(
+    store: VoiceprintStore,
+    name: str,
+    path: str | os.PathLike[str],
+    *,
+    diarizer: Diarizer,
+    start: float | None = None,
+    end: float | None = None,
+    channel: int | None = None,
+) -> EnrollReport:
+    """Add one audio sample of ``name`` to the store.
+
+    The sample is diarized with the same models as transcription; the speech of its main
+    voice is cut into ~5 s pieces and each piece embedded (fbank + CAM++ exactly as the
+    diarization does). Refuses (VoiceprintError / AudioError, one line) silence, less than
+    MIN_SPEECH_SECONDS of speech and unreadable audio; warns when a second voice speaks.
+    """
+    name = check_name(name)
+    src = Path(path)
+    if start is not None and end is not None and end <= start:
+        raise AudioError(f"{src}: --end ({end:g}) must be after --start ({start:g})")
+    tmp = audio.decode_with_ffmpeg(src) if src.exists() and audio.needs_ffmpeg(src) else None
+    try:
+        x = audio.load(tmp or src, channel=channel, start=start or 0.0, end=end)
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    span = f" ({start or 0:g}-{end:g} s)" if end is not None else (f" (from {start:g} s)" if start else "")
+    where = f"{src}{span}"
+    if float(np.max(np.abs(x))) < 1e-4:
+        raise VoiceprintError(f"{where}: is silent; nothing to enroll")
+
+    diar = diarize_array(diarizer, x)
+    per_voice: dict[str, list[tuple[float, float]]] = {}
+    for t in diar.exclusive:
+        per_voice.setdefault(t.speaker, []).append((t.start, t.end))
+    secs = {label: sum(b - a for a, b in spans) for label, spans in per_voice.items()}
+    total = sum(secs.values())
+    if total < 0.2:
+        raise VoiceprintError(f"{where}: no speech found; nothing to enroll")
+    main = max(secs, key=secs.__getitem__)
+    warnings: list[str] = []
+    others = {k: v for k, v in secs.items() if k != main
+              and v >= SECOND_VOICE_SECONDS and v >= SECOND_VOICE_SHARE * total}
+    if others:
+        n = len(others) + 1
+        spans_txt = "; ".join(
+            f"voice {i + 1}: {secs[k]:.1f} s, first at {per_voice[k][0][0] + (start or 0):.1f} s"
+            for i, k in enumerate([main, *sorted(others, key=lambda k: per_voice[k][0][0])])
+        )
+        warnings.append(
+            f"{where}: seems to hold {n} voices ({spans_txt}); enrolled only the main one "
+            f"as '{name}' - use --start/--end to pick the part where only {name} speaks"
+        )
+    speech = secs[main]
+    if speech < MIN_SPEECH_SECONDS:
+        raise VoiceprintError(
+            f"{where}: only {speech:.1f} s of speech; a voiceprint needs at least {MIN_SPEECH_SECONDS:g} s"
+        )
+    emb = embed_speech(diarizer, x, per_voice[main])
+    sample_id = store.add_sample(
+        name, emb, model_id=embedding_model_id(diarizer), source=str(src.resolve()),
+        speech_seconds=speech, start=start, end=end,
+    )
+    return EnrollReport(name, str(src), sample_id, speech, len(emb), 1 + len(others), warnings)
+
+
+def embedding_model_id(diarizer: Diarizer) -> str:
+    """Identity of the diarizer's embedding model, as stored beside every voiceprint."""
+    return str(diarizer.embedder.model.model_id)
+
+
+def diarize_array(diarizer: Diarizer, x: np.ndarray) -> Diarization:
+    """Diarize an in-memory 16 kHz signal with the diarizer's own stages."""
+    analysis = diarizer.analyse_array(x)
+    clustering, _ = diarizer.cluster(analysis)
+    return diarizer.reconstruct(analysis, clustering)
+
+
+def embed_speech(diarizer: Diarizer, x: np.ndarray, spans: list[tuple[float, float]]) -> np.ndarray:
+    """[n, D] embeddings, one per ~CHUNK_SECONDS of the speech in ``spans``.
+
+    The fbank of the whole signal is computed once and the speech frames of each chunk
+    are embedded together: the same features and model as the diarization windows.
+    """
+    from .embedding import fbank
+
+    feats = fbank(x)
+    # fbank frame i covers samples [160 i, 160 i + 400): its centre is at 0.01 i + 0.0125 s.
+    centres = np.arange(len(feats)) * 0.01 + 0.0125
+    out = []
+    for piece in speech_chunks(spans):
+        mask = np.zeros(len(feats), bool)
+        for a, b in piece:
+            mask |= (centres >= a) & (centres < b)
+        if mask.sum() >= 50:  # 0.5 s: CAM++ needs some context
+            out.append(diarizer.embedder.model.embed_features(feats[mask]))
+    if not out:
+        raise VoiceprintError("speech too fragmented to embed")
+    return np.stack(out).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- recognition
+class VoiceprintNamer:
+    """Names diarized speakers from a speaker database; loads the voiceprints once.
+
+    - ``namer(diarization) -> {label: Match(name, confidence)}`` (what the pipeline calls);
+    - ``namer.relabel`` is the Diarizer's ``relabel`` hook (enrollment steers clustering,
+      ``naming.steer_clustering``): it splits clusters that hold several voices and merges
+      clusters that both match one enrolled voice strongly, before the turns are built.
+
+    A missing database means nobody is enrolled (no names, no error, no file created).
+    Voiceprints of another embedding model are reported through ``warn`` and ignored.
+    """
+
+    def __init__(
+        self,
+        db_path: str | os.PathLike[str],
+        model_id: str,
+        threshold: float = DEFAULT_THRESHOLD,
+        merge_threshold: float = DEFAULT_MERGE_THRESHOLD,
+        steer: bool = True,
+        warn: Warn | None = None,
+    ):
+        self.threshold = threshold
+        self.merge_threshold = merge_threshold
+        self.steer = steer
+        path = Path(db_path).expanduser()
+        if path.exists():
+            with VoiceprintStore(path, create=False) as store:
+                found = store.voiceprints(model_id)
+        else:
+            found = VoiceprintSet(model_id, {})
+        self.voiceprints = found.voiceprints
+        say = warn or (lambda m: print(f"whispdiar: warning: {m}", file=sys.stderr))
+        for m in found.messages():
+            say(m)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.voiceprints)
+
+    def __call__(self, diarization: Diarization) -> dict[str, Match]:
+        return name_speakers(diarization.centroids, self.voiceprints, self.threshold)
+
+    def relabel(self, clustering: Clustering, train: np.ndarray) -> Clustering:
+        if not self.steer or not self.voiceprints:
+            return clustering
+        return steer_clustering(clustering, train, self.voiceprints, self.threshold, self.merge_threshold)

@@ -1,0 +1,361 @@
+"""Output formats: one writer per format, all rendering the same ``Result``.
+
+Each writer only knows its syntax (``render(result) -> str``); where the text goes
+(stdout or a file) is the caller's choice, and ``write_atomic`` puts it in a file so
+that readers never see half of it. The JSON schema is documented in docs/output-formats.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import OutputError, UsageError
+from .records import Result, Segment, Turn, Word
+from .rttm import format_rttm
+
+JSON_SCHEMA_VERSION = 1
+_WS = re.compile(r"\s+")
+
+
+def write_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) via a temp file in the same directory, fsync, then rename."""
+    p = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=p.parent if str(p.parent) else ".", prefix=f".{p.name}.", suffix=".part")
+    except OSError as e:
+        raise OutputError(f"cannot write {p}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, p)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"cannot write {p}: {e.strerror}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _one_line(text: str) -> str:
+    return _WS.sub(" ", text).strip()
+
+
+def _clock(t: float) -> str:
+    """[mm:ss.cc] style for txt (hours only when needed)."""
+    cs = int(round(max(0.0, t) * 100))
+    h, rem = divmod(cs, 360000)
+    m, rem = divmod(rem, 6000)
+    s, c = divmod(rem, 100)
+    return f"{h}:{m:02d}:{s:02d}.{c:02d}" if h else f"{m:02d}:{s:02d}.{c:02d}"
+
+
+def _timestamp(t: float, sep: str) -> str:
+    """HH:MM:SS<sep>mmm (SRT uses ',', VTT '.')."""
+    ms = int(round(max(0.0, t) * 1000))
+    h, rem = divmod(ms, 3_600_000)
+    m, rem = divmod(rem, 60_000)
+    s, ms = divmod(rem, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+class Writer:
+    """Base class: subclasses set ``name``/``extension`` and implement ``render``."""
+
+    name = ""
+    extension = ""
+
+    def render(self, result: Result) -> str:
+        raise NotImplementedError
+
+    def write(self, result: Result, path: str | os.PathLike[str]) -> None:
+        write_atomic(path, self.render(result))
+
+
+# ----------------------------------------------------------------------------- txt / tsv
+
+
+class TxtWriter(Writer):
+    """``[00:05.20] Anna: text`` -- one line per speaker turn (segment)."""
+
+    name = extension = "txt"
+
+    def render(self, result: Result) -> str:
+        lines = []
+        for s in result.segments:
+            text = _one_line(s.text)
+            if not text:
+                continue
+            who = result.speaker_name(s.speaker)
+            lines.append(f"[{_clock(s.start)}] {who}: {text}" if who else f"[{_clock(s.start)}] {text}")
+        return "".join(line + "\n" for line in lines)
+
+
+class TsvWriter(Writer):
+    """Header ``start end speaker text``; seconds with 3 decimals; empty speaker if unknown."""
+
+    name = extension = "tsv"
+
+    def render(self, result: Result) -> str:
+        rows = ["start\tend\tspeaker\ttext"]
+        for s in result.segments:
+            who = result.speaker_name(s.speaker) or ""
+            rows.append(f"{s.start:.3f}\t{s.end:.3f}\t{_one_line(who)}\t{_one_line(s.text)}")
+        return "\n".join(rows) + "\n"
+
+
+# ----------------------------------------------------------------------------- json
+
+
+def _t(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 3)
+
+
+class JsonWriter(Writer):
+    name = extension = "json"
+
+    def render(self, result: Result) -> str:
+        return json.dumps(self.document(result), ensure_ascii=False, indent=2) + "\n"
+
+    @staticmethod
+    def document(result: Result) -> dict:
+        name = result.speaker_name
+        return {
+            "version": JSON_SCHEMA_VERSION,
+            "audio": result.audio,
+            "duration": _t(result.duration),
+            "language": result.language,
+            "models": dict(result.models),
+            "timings": {
+                "asr": _t(result.timings.asr),
+                "diarization": _t(result.timings.diarization),
+                "total": _t(result.timings.total),
+            },
+            "speakers": [
+                {
+                    "label": s.label,
+                    "name": s.name,
+                    "confidence": None if s.confidence is None else round(float(s.confidence), 3),
+                    "speech_seconds": _t(s.speech_seconds),
+                    "enrolled": s.enrolled,
+                }
+                for s in result.speakers
+            ],
+            "segments": [
+                {
+                    "start": _t(s.start),
+                    "end": _t(s.end),
+                    "speaker": name(s.speaker),
+                    "text": s.text.strip(),
+                    "words": [
+                        {
+                            "text": w.text,
+                            "start": _t(w.start),
+                            "end": _t(w.end),
+                            "speaker": name(w.speaker),
+                            "probability": None if w.probability is None else round(float(w.probability), 3),
+                        }
+                        for w in s.words
+                    ],
+                }
+                for s in result.segments
+            ],
+            "turns": [
+                {"start": _t(t.start), "end": _t(t.end), "speaker": name(t.speaker)} for t in result.turns
+            ],
+        }
+
+
+# ----------------------------------------------------------------------------- rttm
+
+
+class RttmWriter(Writer):
+    """Speaker turns (diarization turns, with overlap); from segments when there are none."""
+
+    name = extension = "rttm"
+
+    def render(self, result: Result) -> str:
+        uri = Path(result.audio).stem or "audio"
+        if result.turns:
+            turns = [Turn(t.start, t.end, result.speaker_name(t.speaker) or t.speaker) for t in result.turns]
+        else:
+            turns = [Turn(s.start, s.end, result.speaker_name(s.speaker) or "unknown")
+                     for s in result.segments if s.end > s.start]
+        return format_rttm(turns, uri)
+
+
+# ----------------------------------------------------------------------------- subtitles
+
+
+@dataclass(frozen=True, slots=True)
+class CueLimits:
+    """Readability limits (common broadcast guidance: ~42 chars/line, 2 lines, <= 7 s)."""
+
+    max_line: int = 42
+    max_lines: int = 2
+    max_seconds: float = 6.0
+    min_seconds: float = 0.5
+
+
+@dataclass(slots=True)
+class Cue:
+    start: float
+    end: float
+    speaker: str | None
+    text: str
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Greedy wrap at spaces; a single over-long word stays whole on its own line."""
+    lines: list[str] = []
+    cur = ""
+    for word in text.split():
+        if cur and len(cur) + 1 + len(word) > width:
+            lines.append(cur)
+            cur = word
+        else:
+            cur = f"{cur} {word}" if cur else word
+    if cur:
+        lines.append(cur)
+    return lines
+
+
+def _balanced(text: str, width: int) -> list[str]:
+    """Two lines of similar length when the text needs two (nicer to read than greedy)."""
+    lines = _wrap(text, width)
+    if len(lines) != 2:
+        return lines
+    words = text.split()
+    best = lines
+    best_diff = abs(len(lines[0]) - len(lines[1]))
+    for k in range(1, len(words)):
+        a, b = " ".join(words[:k]), " ".join(words[k:])
+        if len(a) <= width and len(b) <= width and abs(len(a) - len(b)) < best_diff:
+            best, best_diff = [a, b], abs(len(a) - len(b))
+    return best
+
+
+def _cue_words(seg: Segment) -> list[Word]:
+    """The segment's words with times; without any, pseudo-words spread over the segment."""
+    timed = [w for w in seg.words if w.start is not None and w.end is not None]
+    if timed and len(timed) == len(seg.words):
+        return timed
+    tokens = seg.text.split()
+    if not tokens:
+        return []
+    total = sum(len(t) + 1 for t in tokens)
+    out, t = [], seg.start
+    span = max(0.0, seg.end - seg.start)
+    for tok in tokens:
+        d = span * (len(tok) + 1) / total
+        out.append(Word(tok, t, t + d))
+        t += d
+    return out
+
+
+def make_cues(result: Result, limits: CueLimits = CueLimits(), prefix_names: bool = False) -> list[Cue]:
+    """Split segments into readable cues at word boundaries.
+
+    A cue ends when adding the next word would exceed ``max_lines`` x ``max_line``
+    characters (the "Name: " prefix counts when ``prefix_names``) or ``max_seconds``.
+    Cues never overlap and last at least ``min_seconds`` where the next cue allows.
+    """
+    cues: list[Cue] = []
+    budget = limits.max_line * limits.max_lines
+    for seg in result.segments:
+        name = result.speaker_name(seg.speaker)
+        extra = len(name) + 2 if (prefix_names and name) else 0
+        cur: list[Word] = []
+        for w in _cue_words(seg):
+            if cur:
+                text = " ".join(x.text for x in [*cur, w])
+                shown = "x" * extra + " " + text if extra else text  # the name prefix takes room too
+                too_long = len(_wrap(shown, limits.max_line)) > limits.max_lines
+                too_slow = (w.end or 0) - (cur[0].start or 0) > limits.max_seconds
+                if too_long or too_slow or len(text) + extra > budget:
+                    cues.append(Cue(cur[0].start or seg.start, cur[-1].end or seg.end, name,
+                                    " ".join(x.text for x in cur)))
+                    cur = []
+            cur.append(w)
+        if cur:
+            cues.append(Cue(cur[0].start or seg.start, cur[-1].end or seg.end, name, " ".join(x.text for x in cur)))
+    cues = [c for c in cues if _one_line(c.text)]
+    cues.sort(key=lambda c: c.start)
+    prev_end = 0.0
+    for i, c in enumerate(cues):
+        c.start = max(c.start, prev_end)  # overlapping speech: the later cue waits its turn
+        nxt = cues[i + 1].start if i + 1 < len(cues) else None
+        end = max(c.end, c.start + limits.min_seconds)
+        if nxt is not None and nxt > c.start:
+            end = min(end, nxt)
+        c.end = max(end, c.start + 0.001)  # a cue must end after it starts
+        prev_end = c.end
+    return cues
+
+
+class SrtWriter(Writer):
+    """SubRip: numbered cues, ``HH:MM:SS,mmm``, speaker as a ``Name: `` prefix."""
+
+    name = extension = "srt"
+
+    def __init__(self, limits: CueLimits = CueLimits()):
+        self.limits = limits
+
+    def render(self, result: Result) -> str:
+        blocks = []
+        for i, c in enumerate(make_cues(result, self.limits, prefix_names=True), 1):
+            text = _one_line(c.text)
+            if c.speaker:
+                text = f"{_one_line(c.speaker)}: {text}"
+            lines = _balanced(text, self.limits.max_line)
+            blocks.append(f"{i}\n{_timestamp(c.start, ',')} --> {_timestamp(c.end, ',')}\n" + "\n".join(lines))
+        return "\n\n".join(blocks) + ("\n" if blocks else "")
+
+
+def _vtt_escape(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class VttWriter(Writer):
+    """WebVTT: ``HH:MM:SS.mmm``, speaker as a ``<v Name>`` voice tag."""
+
+    name = extension = "vtt"
+
+    def __init__(self, limits: CueLimits = CueLimits()):
+        self.limits = limits
+
+    def render(self, result: Result) -> str:
+        blocks = ["WEBVTT"]
+        for c in make_cues(result, self.limits):
+            lines = [_vtt_escape(line) for line in _balanced(_one_line(c.text), self.limits.max_line)]
+            if c.speaker:
+                lines[0] = f"<v {_vtt_escape(_one_line(c.speaker))}>{lines[0]}"
+            blocks.append(f"{_timestamp(c.start, '.')} --> {_timestamp(c.end, '.')}\n" + "\n".join(lines))
+        return "\n\n".join(blocks) + "\n"
+
+
+# ----------------------------------------------------------------------------- registry
+
+WRITERS: dict[str, type[Writer]] = {
+    w.name: w for w in (TxtWriter, JsonWriter, SrtWriter, VttWriter, RttmWriter, TsvWriter)
+}
+FORMATS = tuple(WRITERS)
+
+
+def get_writer(fmt: str) -> Writer:
+    try:
+        return WRITERS[fmt.lower()]()
+    except KeyError:
+        raise UsageError(f"unknown output format {fmt!r} (choose from {', '.join(FORMATS)})") from None
+
+
+def render(result: Result, fmt: str) -> str:
+    """The result in format ``fmt`` (txt, json, srt, vtt, rttm, tsv)."""
+    return get_writer(fmt).render(result)
