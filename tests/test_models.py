@@ -123,3 +123,15 @@ def test_converted_tiny_en_transcribes_jfk(whisper_tiny_en_path: Path, data_dir:
     text = " ".join(s.text for s in model.transcribe(str(data_dir / "jfk.wav")))
     words = re.sub(r"[^a-z ]", "", text.lower()).split()
     assert " ".join(words) == JFK_WORDS
+
+
+def test_campplus_separates_two_librispeech_speakers(embedding_model_path: Path, data_dir: Path) -> None:
+    from whispdiar import audio
+    from whispdiar.embedding import SpeakerEmbedder, cosine
+
+    emb = SpeakerEmbedder(embedding_model_path, threads=2)
+    a1, a2 = (emb.embed(audio.load(data_dir / f"ls-1998-15444-000{i}.flac")) for i in (1, 3))
+    b1 = emb.embed(audio.load(data_dir / "ls-2033-164914-0000.flac"))
+    same, different = cosine(a1, a2), max(cosine(a1, b1), cosine(a2, b1))
+    assert same > 0.6 > different, (same, different)
+    assert same - different > 0.3

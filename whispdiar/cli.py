@@ -211,6 +211,206 @@ def diarize(
         raise _fail(e) from None
 
 
+# --- transcribe --------------------------------------------------------------------------
+
+SpeakersDb = Annotated[Path | None, typer.Option("--speakers-db", help="Voiceprint database "
+                                                 "[default: $WHISPDIAR_HOME/speakers.db].")]
+
+
+@app.command()
+def transcribe(
+    inputs: Inputs,
+    fmt: Annotated[list[str] | None, typer.Option("--format", "-f", metavar="FMT",
+                                                  help="txt (default), json, srt, vtt, tsv, rttm; repeatable.")]
+    = None,
+    output_dir: OutputDir = None,
+    output: OutputFile = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Whisper model: base, tiny.en or a ggml file.")]
+    = "base",
+    language: Annotated[str, typer.Option("--language", "-l", help="auto, or a code such as en, pl, de.")]
+    = "auto",
+    num_speakers: NumSpeakers = None,
+    min_speakers: MinSpeakers = None,
+    max_speakers: MaxSpeakers = None,
+    no_diarize: Annotated[bool, typer.Option("--no-diarize", help="Transcribe only: no speakers.")] = False,
+    speakers_db: SpeakersDb = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", min=-1.0, max=1.0,
+                                                    help="Similarity needed to name an enrolled speaker.")]
+    = None,
+    no_names: Annotated[bool, typer.Option("--no-names", help="Do not name enrolled speakers.")] = False,
+    threads: Threads = None,
+    quiet: Quiet = False,
+) -> None:
+    """Transcribe recordings with speakers ("who said what, when").
+
+    Examples:
+
+      whispdiar transcribe meeting.wav
+
+      whispdiar transcribe meeting.wav -f json > meeting.json
+
+      whispdiar transcribe *.wav -f srt -f vtt -f json --output-dir out/
+
+      cat call.wav | whispdiar transcribe - -f txt
+    """
+    from .pipeline import Pipeline
+    from .writers import FORMATS, render
+
+    try:
+        lang = None if language.lower() == "auto" else language.lower()
+        # Resolve every model before reading any input (stdin included): errors come first.
+        whisper = model_registry.resolve(model)
+        seg = emb = None
+        if not no_diarize:
+            seg, emb = model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus")
+        vad = _optional_model("silero-vad")
+        plan = plan_outputs(inputs, fmt or ["txt"], tuple(FORMATS), output_dir, output)
+        with plan, ProgressReporter(enabled=not quiet) as rep:
+            task = rep.task("loading models")
+            pipeline = Pipeline(whisper, seg, emb, vad, threads=threads or _default_threads(),
+                                diarize=not no_diarize)
+            rep.done(task)
+            namer = None
+            if pipeline.diarizer is not None and not no_names:
+                namer = _namer(pipeline.diarizer, speakers_db, threshold, rep)
+                pipeline.namer = namer
+            with pipeline:
+                def process(source: Path, display: str) -> dict[str, str]:
+                    tasks: dict[str, object] = {}
+
+                    def progress(stage: str, done: float, total: float) -> None:
+                        if stage not in tasks:
+                            tasks[stage] = rep.task(f"{stage} {Path(display).name}")
+                        rep.update(tasks[stage], done, total)  # type: ignore[arg-type]
+
+                    result = pipeline.run(source, language=lang, num_speakers=num_speakers,
+                                          min_speakers=min_speakers, max_speakers=max_speakers,
+                                          progress=progress, display_name=display,
+                                          relabel=namer.relabel if namer is not None else None)
+                    for t in tasks.values():
+                        rep.done(t)  # type: ignore[arg-type]
+                    return {f: render(result, f) for f in plan.formats}
+
+                _run_batch(plan, process, rep)
+    except WhispdiarError as e:
+        raise _fail(e) from None
+
+
+def _optional_model(name: str) -> Path | None:
+    try:
+        return model_registry.resolve(name)
+    except WhispdiarError as e:
+        err.print(f"whispdiar: warning: {e}; continuing without it", markup=False)
+        return None
+
+
+def _namer(diarizer: object, db: Path | None, threshold: float | None, rep: ProgressReporter) -> object:
+    from .paths import speakers_db_path
+    from .voiceprints import VoiceprintNamer, embedding_model_id
+
+    kwargs = {} if threshold is None else {"threshold": threshold}
+    return VoiceprintNamer(db or speakers_db_path(), embedding_model_id(diarizer), warn=rep.log, **kwargs)
+
+
+# --- enroll / speakers ---------------------------------------------------------------------
+
+speakers_app = typer.Typer(help="List, rename and remove enrolled speakers.", no_args_is_help=True)
+app.add_typer(speakers_app, name="speakers")
+
+
+@app.command()
+def enroll(
+    name: Annotated[str, typer.Argument(help="The speaker's name, as it should appear in transcripts.")],
+    samples: Annotated[list[Path], typer.Argument(help="Audio samples of this speaker alone.", metavar="AUDIO...")],
+    start: Annotated[float | None, typer.Option("--start", min=0.0, help="Use the sample from this second.")]
+    = None,
+    end: Annotated[float | None, typer.Option("--end", min=0.0, help="Use the sample up to this second.")] = None,
+    channel: Channel = None,
+    speakers_db: SpeakersDb = None,
+    threads: Threads = None,
+    quiet: Quiet = False,
+) -> None:
+    """Enroll a speaker's voice so transcripts show their name.
+
+    Examples:
+
+      whispdiar enroll Jan jan1.wav jan2.flac
+
+      whispdiar enroll Anna meeting.wav --start 12.5 --end 31
+    """
+    from .diarization import Diarizer
+    from .paths import speakers_db_path
+    from .voiceprints import VoiceprintStore
+    from .voiceprints import enroll as enroll_sample
+
+    try:
+        diarizer = Diarizer(model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus"),
+                            threads=threads or _default_threads())
+        rep = ProgressReporter(enabled=not quiet)
+        failed: WhispdiarError | None = None
+        with VoiceprintStore(speakers_db or speakers_db_path()) as store:
+            for sample in samples:
+                try:
+                    report = enroll_sample(store, name, sample, diarizer=diarizer, start=start, end=end,
+                                           channel=channel)
+                except WhispdiarError as e:
+                    failed = failed or e
+                    err.print(f"whispdiar: error: {e}", markup=False)
+                    continue
+                for w in report.warnings:
+                    err.print(f"whispdiar: warning: {w}", markup=False)
+                rep.log(f"enrolled {report.name}: {report.speech_seconds:.1f} s of speech from {sample} "
+                        f"({report.embeddings} voiceprint windows)")
+        if failed is not None:
+            raise typer.Exit(failed.exit_code)
+    except WhispdiarError as e:
+        raise _fail(e) from None
+
+
+@speakers_app.command("list")
+def speakers_list(speakers_db: SpeakersDb = None) -> None:
+    """Enrolled speakers: name, samples, seconds of speech, when created (tab-separated)."""
+    from .paths import speakers_db_path
+    from .voiceprints import VoiceprintStore
+
+    try:
+        path = speakers_db or speakers_db_path()
+        if not path.exists():
+            return
+        with VoiceprintStore(path, create=False) as store:
+            for s in store.speakers():
+                sys.stdout.write(f"{s.name}\t{s.samples}\t{s.speech_seconds:.1f}\t"
+                                 f"{s.created.astimezone().isoformat(timespec='seconds')}\n")
+    except WhispdiarError as e:
+        raise _fail(e) from None
+
+
+@speakers_app.command("remove")
+def speakers_remove(name: str, speakers_db: SpeakersDb = None) -> None:
+    """Forget a speaker and all their samples."""
+    from .paths import speakers_db_path
+    from .voiceprints import VoiceprintStore
+
+    try:
+        with VoiceprintStore(speakers_db or speakers_db_path(), create=False) as store:
+            store.remove(name)
+    except WhispdiarError as e:
+        raise _fail(e) from None
+
+
+@speakers_app.command("rename")
+def speakers_rename(old: str, new: str, speakers_db: SpeakersDb = None) -> None:
+    """Give an enrolled speaker another name."""
+    from .paths import speakers_db_path
+    from .voiceprints import VoiceprintStore
+
+    try:
+        with VoiceprintStore(speakers_db or speakers_db_path(), create=False) as store:
+            store.rename(old, new)
+    except WhispdiarError as e:
+        raise _fail(e) from None
+
+
 def main() -> None:
     """Console-script entry point: turns stray interrupts into conventional exit codes."""
     import signal

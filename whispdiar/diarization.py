@@ -74,6 +74,10 @@ class DiarizationConfig:
     embed_region: float = 2.5
     min_embed_seconds: float = 0.6  # speech a (window, speaker) needs for an embedding at all
     min_cluster_seconds: float = 1.0  # clean speech for an embedding to shape the clusters
+    # Agglomerative clustering needs N^2/2 distances: above this many embeddings (about
+    # 70 min of meeting at the default step) an evenly spaced subset is clustered and
+    # the others are assigned to its centroids, so memory stays bounded (36 MB).
+    max_cluster_embeddings: int = 3000
     threshold: float = DEFAULT_THRESHOLD
     min_cluster_size: int = DEFAULT_MIN_CLUSTER_SIZE
     # Frames near a window's centre are more reliable than near its edges, where the model
@@ -286,6 +290,9 @@ class Diarizer:
         if ok.any() and train_mask.sum() < 2:
             train_mask = ok  # short file: use what there is
         train = analysis.embeddings[train_mask]
+        if len(train) > cfg.max_cluster_embeddings:
+            keep = np.linspace(0, len(train) - 1, cfg.max_cluster_embeddings).round().astype(np.int64)
+            train = train[keep]
         clustering = cluster_embeddings(
             train, cfg.threshold, num_speakers=num_speakers, min_speakers=min_speakers,
             max_speakers=max_speakers, min_cluster_size=cfg.min_cluster_size,
@@ -400,13 +407,20 @@ def _choose_frames(
     return None
 
 
-def _top_speakers(votes: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """[F, K] bool: per frame, the ``count`` speakers with most votes (votes > 0 only)."""
+def _top_speakers(votes: np.ndarray, count: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """[F, K] bool: per frame, the ``count`` speakers with most votes (votes > 0 only).
+
+    Done in chunks of frames so the int64 sort indices never cover the whole file.
+    """
     f, k = votes.shape
-    order = np.argsort(-votes, axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    ranks[np.arange(f)[:, None], order] = np.arange(k)[None, :]
-    return (ranks < count[:, None]) & (votes > 0)
+    out = np.zeros((f, k), bool)
+    for a in range(0, f, chunk):
+        v, c = votes[a : a + chunk], count[a : a + chunk]
+        order = np.argsort(-v, axis=1, kind="stable")
+        ranks = np.empty_like(order)
+        ranks[np.arange(len(v))[:, None], order] = np.arange(k)[None, :]
+        out[a : a + chunk] = (ranks < c[:, None]) & (v > 0)
+    return out
 
 
 def _turns(active: np.ndarray, duration: float, min_on: float, min_off: float) -> list[Turn]:
