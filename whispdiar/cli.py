@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -130,13 +132,36 @@ def _default_threads() -> int:
     return max(1, min(os.cpu_count() or 2, 8))
 
 
-def _run_batch(plan: OutputPlan, process: object, rep: ProgressReporter) -> None:
-    """Run ``process(audio_path, display_name) -> {fmt: text}`` over the inputs; keep going past bad files."""
+Processor = Callable[[Path, str], dict[str, str]]
+
+
+def _run_batch(plan: OutputPlan, load: Callable[[], Processor], rep: ProgressReporter,
+               channel: int | None = None) -> None:
+    """Check every input, load the models (only if some input is usable), process each input.
+
+    ``load()`` returns ``process(audio_path, display_name) -> {fmt: text}``. One bad
+    input does not stop the others; the exit status reports them at the end.
+    """
+    from . import audio
+
     failures: list[tuple[str, WhispdiarError]] = []
-    first_code = 0
+
+    def failed(name: str, e: WhispdiarError) -> None:
+        failures.append((name, e))
+        err.print(f"whispdiar: error: {e}", markup=False)
+
+    usable = []
     for item in plan.items:
         try:
-            rendered = process(item.source, item.display)  # type: ignore[operator]
+            audio.check(item.source, channel)
+            usable.append(item)
+        except WhispdiarError as e:
+            failed(item.display, e)
+    process = load() if usable else None
+    for item in usable:
+        try:
+            assert process is not None
+            rendered = process(item.source, item.display)
             for fmt, dest in item.destinations.items():
                 if dest is None:
                     sys.stdout.write(rendered[fmt])
@@ -145,12 +170,11 @@ def _run_batch(plan: OutputPlan, process: object, rep: ProgressReporter) -> None
                     write_atomic(dest, rendered[fmt])
                     rep.log(f"wrote {dest}")
         except WhispdiarError as e:
-            failures.append((item.display, e))
-            first_code = first_code or e.exit_code
-            err.print(f"whispdiar: error: {e}", markup=False)
+            failed(item.display, e)
         finally:
             item.cleanup()
     if failures:
+        first_code = failures[0][1].exit_code
         if len(plan.items) > 1:
             ok = len(plan.items) - len(failures)
             err.print(f"whispdiar: {ok} of {len(plan.items)} inputs done, {len(failures)} failed: "
@@ -196,17 +220,21 @@ def diarize(
         seg, emb = model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus")
         plan = plan_outputs(inputs, fmt or ["txt"], DIARIZE_FORMATS, output_dir, output)
         with plan, ProgressReporter(enabled=not quiet) as rep:
-            diarizer = Diarizer(seg, emb, threads=threads or _default_threads())
 
-            def process(source: Path, display: str) -> dict[str, str]:
-                task = rep.task(f"diarize {Path(display).name}")
-                result = diarizer(source, num_speakers=num_speakers, min_speakers=min_speakers,
-                                  max_speakers=max_speakers, channel=channel,
-                                  progress=lambda d, t: rep.update(task, d, t))
-                rep.done(task)
-                return {f: render_turns(result, display, f) for f in plan.formats}
+            def load() -> Processor:
+                diarizer = Diarizer(seg, emb, threads=threads or _default_threads())
 
-            _run_batch(plan, process, rep)
+                def process(source: Path, display: str) -> dict[str, str]:
+                    task = rep.task(f"diarize {Path(display).name}")
+                    result = diarizer(source, num_speakers=num_speakers, min_speakers=min_speakers,
+                                      max_speakers=max_speakers, channel=channel,
+                                      progress=lambda d, t: rep.update(task, d, t))
+                    rep.done(task)
+                    return {f: render_turns(result, display, f) for f in plan.formats}
+
+                return process
+
+            _run_batch(plan, load, rep, channel)
     except WhispdiarError as e:
         raise _fail(e) from None
 
@@ -265,16 +293,18 @@ def transcribe(
             seg, emb = model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus")
         vad = _optional_model("silero-vad")
         plan = plan_outputs(inputs, fmt or ["txt"], tuple(FORMATS), output_dir, output)
-        with plan, ProgressReporter(enabled=not quiet) as rep:
-            task = rep.task("loading models")
-            pipeline = Pipeline(whisper, seg, emb, vad, threads=threads or _default_threads(),
-                                diarize=not no_diarize)
-            rep.done(task)
-            namer = None
-            if pipeline.diarizer is not None and not no_names:
-                namer = _namer(pipeline.diarizer, speakers_db, threshold, rep)
-                pipeline.namer = namer
-            with pipeline:
+        with plan, ProgressReporter(enabled=not quiet) as rep, contextlib.ExitStack() as stack:
+
+            def load() -> Processor:
+                task = rep.task("loading models")
+                pipeline = stack.enter_context(Pipeline(whisper, seg, emb, vad, threads=threads or _default_threads(),
+                                                        diarize=not no_diarize))
+                rep.done(task)
+                namer = None
+                if pipeline.diarizer is not None and not no_names:
+                    namer = _namer(pipeline.diarizer, speakers_db, threshold, rep)
+                    pipeline.namer = namer
+
                 def process(source: Path, display: str) -> dict[str, str]:
                     tasks: dict[str, object] = {}
 
@@ -291,7 +321,9 @@ def transcribe(
                         rep.done(t)  # type: ignore[arg-type]
                     return {f: render(result, f) for f in plan.formats}
 
-                _run_batch(plan, process, rep)
+                return process
+
+            _run_batch(plan, load, rep)
     except WhispdiarError as e:
         raise _fail(e) from None
 
@@ -418,7 +450,14 @@ def main() -> None:
     def on_term(signum: int, frame: object) -> None:
         raise _Terminated()
 
+    def on_int(signum: int, frame: object) -> None:
+        err.print("whispdiar: interrupted", markup=False)  # typer exits 130 without a word
+        raise KeyboardInterrupt
+
     signal.signal(signal.SIGTERM, on_term)
+    # Our own handler: typer would swallow Ctrl-C silently, and a shell starts background
+    # jobs with SIGINT ignored, where `kill -INT` must still stop us.
+    signal.signal(signal.SIGINT, on_int)
     try:
         app()
     except KeyboardInterrupt:

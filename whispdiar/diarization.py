@@ -157,6 +157,10 @@ class Diarizer:
         self.segmenter = Segmenter(segmentation_model, threads)
         self.embedder = WindowEmbedder(embedding_model, threads)
 
+    def close(self) -> None:
+        """Stop the embedding worker threads (they are idle between files anyway)."""
+        self.embedder.close()
+
     # ----------------------------------------------------------------- public
     def __call__(
         self,

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import FetchError, ModelError
+from .errors import FetchError, ModelError, ModelNotInstalled
 from .paths import models_dir
 
 MANIFEST = Path(__file__).resolve().parent.parent / "models" / "manifest.json"
@@ -147,7 +147,7 @@ def verify(spec: ModelSpec, full: bool = True) -> str:
     """
     path = spec.path
     if not path.is_file():
-        raise ModelError(f"model '{spec.name}' is not installed; run `whispdiar models fetch {spec.name}`")
+        raise ModelNotInstalled(f"model '{spec.name}' is not installed; run `whispdiar models fetch {spec.name}`")
     st = path.stat()
     stamp = _read_stamp(path)
     if (not full and stamp and stamp.get("size") == st.st_size and stamp.get("mtime_ns") == st.st_mtime_ns):
