@@ -238,3 +238,13 @@ def test_cancel_between_chunks(tiny, data_dir: Path):
     ev.set()
     with pytest.raises(Cancelled):
         tiny.transcribe(data_dir / "jfk.wav", cancel=ev)
+
+
+def test_more_threads_only_while_they_pay_off():
+    from whispdiar.transcription import _pick_threads
+
+    assert _pick_threads(2, {}) == 2
+    assert _pick_threads(2, {1: 10.0}) == 2  # not tried yet: try it
+    assert _pick_threads(2, {1: 10.0, 2: 11.0}) == 1  # busy machine: a 2nd thread did not help
+    assert _pick_threads(2, {1: 10.0, 2: 17.0}) == 2
+    assert _pick_threads(1, {1: 10.0, 2: 11.0}) == 1

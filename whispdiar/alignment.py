@@ -223,7 +223,7 @@ def _join(words: Sequence[Word], language: str | None) -> str:
     return sep.join(w.text for w in words).strip()
 
 
-def _bounds(words: Sequence[Word], default: tuple[float, float]) -> tuple[float, float]:
+def _bounds(words: Sequence[Word], default: tuple[float, float] | None) -> tuple[float, float] | None:
     timed = [w for w in words if w.start is not None and w.end is not None]
     if not timed:
         return default
@@ -290,14 +290,20 @@ def align(
             continue
         words = [_copy(flat[i], assigned[i].speaker) for i in span]
         # rule 4a: cut where the speaker changes
-        run: list[Word] = []
+        runs: list[list[Word]] = []
         for w in words:
-            if run and w.speaker != run[-1].speaker:
-                out.append(_segment_of(run, seg, language))
-                run = []
-            run.append(w)
-        if run:
-            out.append(_segment_of(run, seg, language, whole=len(run) == len(words)))
+            if runs and w.speaker == runs[-1][-1].speaker:
+                runs[-1].append(w)
+            else:
+                runs.append([w])
+        prev_end = seg.start
+        for i, run in enumerate(runs):
+            # A run with no timed word lies between its neighbours, never across them.
+            later = [b for r in runs[i + 1:] if (b := _bounds(r, None)) is not None]
+            gap = (prev_end, max(prev_end, later[0][0] if later else seg.end))
+            part = _segment_of(run, seg, language, whole=len(runs) == 1, default=gap)
+            prev_end = max(prev_end, part.end)
+            out.append(part)
     return merge_segments(out, config.merge_gap, language)
 
 
@@ -305,7 +311,10 @@ def _copy(w: Word, speaker: str | None) -> Word:
     return Word(w.text, w.start, w.end, w.probability, speaker)
 
 
-def _segment_of(words: list[Word], seg: Segment, language: str | None, whole: bool = False) -> Segment:
-    start, end = _bounds(words, (seg.start, seg.end))
+def _segment_of(words: list[Word], seg: Segment, language: str | None, whole: bool = False,
+                default: tuple[float, float] | None = None) -> Segment:
+    bounds = _bounds(words, default or (seg.start, seg.end))
+    assert bounds is not None
+    start, end = bounds
     text = seg.text if whole and seg.text else _join(words, language)
     return Segment(start, end, text, words[0].speaker, words)

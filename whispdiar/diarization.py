@@ -68,16 +68,21 @@ class DiarizationConfig:
     """Every hyper-parameter in one place; defaults tuned in docs/diarization.md."""
 
     step: float = 2.5  # s between window starts (pyannote uses 1 s; embeddings dominate the cost)
-    batch_size: int = 8  # windows per segmentation call (ORT is ~2x faster per window batched)
+    # Windows per segmentation call: ORT is ~2x faster per window batched, but each window
+    # in a batch holds ~25 MB of SincNet activations; 4 keeps the peak near 300 MB.
+    batch_size: int = 4
     # Embeddings see at most the central ``embed_region`` s of each window: with
     # embed_region == step every second of speech is embedded about once.
     embed_region: float = 2.5
     min_embed_seconds: float = 0.6  # speech a (window, speaker) needs for an embedding at all
+    # A speaker with less clean speech than this inside the central region is embedded on
+    # its clean speech in the whole window instead (short turns make weak embeddings).
+    region_min_seconds: float = 1.5
     min_cluster_seconds: float = 1.0  # clean speech for an embedding to shape the clusters
     # Agglomerative clustering needs N^2/2 distances: above this many embeddings (about
-    # 70 min of meeting at the default step) an evenly spaced subset is clustered and
-    # the others are assigned to its centroids, so memory stays bounded (36 MB).
-    max_cluster_embeddings: int = 3000
+    # 50 min of meeting at the default step) an evenly spaced subset is clustered and
+    # the others are assigned to its centroids, so memory stays bounded (~35 MB).
+    max_cluster_embeddings: int = 2000
     threshold: float = DEFAULT_THRESHOLD
     min_cluster_size: int = DEFAULT_MIN_CLUSTER_SIZE
     # Frames near a window's centre are more reliable than near its edges, where the model
@@ -256,6 +261,7 @@ class Diarizer:
         segs = self.segmenter(np.stack([w.samples for w in batch]))
         region = _region_mask(cfg.embed_region)
         min_frames = cfg.min_embed_seconds / FRAME_STEP
+        region_frames = max(cfg.region_min_seconds, cfg.min_embed_seconds) / FRAME_STEP
         weight = _frame_weights(cfg.centre_weighting)
         jobs: list[tuple[np.ndarray, list[np.ndarray]]] = []
         who: list[list[int]] = []
@@ -263,7 +269,7 @@ class Diarizer:
             local_count = seg.sum(axis=1)
             acc.add_count(w.start_frame, local_count.astype(np.float32), weight)
             clean = seg * (local_count == 1)[:, None]
-            chosen = [(s, _choose_frames(seg[:, s], clean[:, s], region, min_frames))
+            chosen = [(s, _choose_frames(seg[:, s], clean[:, s], region, min_frames, region_frames))
                       for s in range(LOCAL_SPEAKERS)]
             chosen = [(s, m) for s, m in chosen if m is not None]
             jobs.append((w.samples, [m for _, m in chosen]))
@@ -397,7 +403,7 @@ def _region_mask(embed_region: float) -> np.ndarray:
 
 
 def _choose_frames(
-    active: np.ndarray, clean: np.ndarray, region: np.ndarray, min_frames: float
+    active: np.ndarray, clean: np.ndarray, region: np.ndarray, min_frames: float, region_frames: float
 ) -> np.ndarray | None:
     """Frames to embed one local speaker on, or None when it spoke too little.
 
@@ -405,8 +411,8 @@ def _choose_frames(
     then embedded about once), else non-overlapped frames anywhere in the window, else
     all of its frames.
     """
-    for mask in (clean & region, clean, active):
-        if mask.sum() >= min_frames:
+    for mask, need in ((clean & region, region_frames), (clean, min_frames), (active, min_frames)):
+        if mask.sum() >= need:
             return mask.astype(bool)
     return None
 

@@ -10,9 +10,9 @@
 
 Threads: whisper.cpp and onnxruntime both release the GIL, so diarization runs in a
 worker thread while whisper decodes in the caller's thread. The cores are split
-between them (whisper gets the larger half: it is the slower engine) and, because
-whisper works chunk by chunk, it takes the diarizer's cores back as soon as
-diarization is finished.
+between them (whisper gets the larger half: it is the slower engine). With
+``rebalance=True`` whisper, which works chunk by chunk, takes the diarizer's cores back
+once diarization is finished (kept only while measured to be faster).
 """
 
 from __future__ import annotations
@@ -156,11 +156,16 @@ class Pipeline:
         align_config: AlignConfig | None = None,
         timing: str = "dtw",
         beam_size: int = 0,
+        rebalance: bool = False,
     ):
         """Explicit model files. ``diarize=False`` loads no diarization models (then the
         segmentation/embedding paths may be None). ``vad_model`` (Silero ONNX) is optional
         but recommended: without it whisper gets fixed blocks cut at quiet points."""
         self.threads = threads or os.cpu_count() or 1
+        # Give whisper the diarizer's cores once it is done (probed per chunk, kept only if
+        # faster). Off by default: on a busy machine ggml's spinning threads made the
+        # parallel run slower (docs/benchmarks.md, "Transcription").
+        self.rebalance = rebalance
         self.diarize = diarize and segmentation_model is not None and embedding_model is not None
         if diarize and not self.diarize:
             raise ValueError("diarization needs segmentation_model and embedding_model (or diarize=False)")
@@ -302,8 +307,11 @@ class Pipeline:
             progress("vad", duration, duration)
 
         def threads() -> int:
-            # take the diarizer's cores back once it is done
-            return self.threads if worker is None or not worker.is_alive() else self.asr_threads
+            if worker is None:
+                return self.threads  # no diarization this run: every core
+            if self.rebalance and not worker.is_alive():
+                return self.threads  # the diarizer is done: take its cores back
+            return self.asr_threads
 
         return self.transcriber.transcribe(work, language=language, progress=progress, cancel=either,
                                            threads=threads, regions=regions, probs=probs)

@@ -25,6 +25,7 @@ import math
 import os
 import struct
 import threading
+import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -579,12 +580,16 @@ class Transcriber:
         if progress:
             progress("transcribe", 0.0, total)
         segments: list[Segment] = []
+        speed: dict[int, float] = {}  # threads -> audio seconds decoded per wall second (last chunk)
         for chunk in chunks:
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
             signal = self._chunk_signal(path, chunk)
-            n_threads = threads() if threads is not None else self.threads
-            segs, detected = self._run(signal, chunk, lang, max(1, n_threads), cancel)
+            allowed = max(1, threads() if threads is not None else self.threads)
+            n_threads = _pick_threads(allowed, speed)
+            t0 = time.perf_counter()
+            segs, detected = self._run(signal, chunk, lang, n_threads, cancel)
+            speed[n_threads] = chunk.length / max(1e-6, time.perf_counter() - t0)
             if lang is None and detected is not None and segs:
                 lang = detected  # detect once on the first chunk with speech, then keep it
             segments.extend(segs)
@@ -704,6 +709,17 @@ class Transcriber:
                 start, end = chunk.to_source(t0, "next"), chunk.to_source(t1, "prev")
             segments.append(Segment(start, max(start, end), text, None, words))
         return segments
+
+
+def _pick_threads(allowed: int, speed: dict[int, float]) -> int:
+    """Threads for the next chunk: ``allowed``, unless more threads were measured not to
+    pay off (<20 % faster than the fewest tried). ggml's worker threads spin while they
+    wait, so on a busy machine a second thread can make whisper slower, not faster."""
+    if allowed in speed and len(speed) > 1:
+        base = min(speed)
+        if allowed > base and speed[allowed] < 1.2 * speed[base]:
+            return base
+    return allowed
 
 
 def _tidy_word_times(words: list[Word], chunk: Chunk) -> None:

@@ -93,7 +93,7 @@ class TxtWriter(Writer):
             text = _one_line(s.text)
             if not text:
                 continue
-            who = result.speaker_name(s.speaker)
+            who = _one_line(result.speaker_name(s.speaker) or "")
             lines.append(f"[{_clock(s.start)}] {who}: {text}" if who else f"[{_clock(s.start)}] {text}")
         return "".join(line + "\n" for line in lines)
 
