@@ -13,7 +13,7 @@ from rich.console import Console
 
 from . import models as model_registry
 from .errors import EXIT_PARTIAL, EXIT_SIGINT, EXIT_SIGTERM, OutputError, UsageError, WhispdiarError
-from .outputs import OutputPlan, plan_outputs, write_atomic
+from .outputs import OutputPlan, plan_outputs
 from .progress import ProgressReporter
 
 app = typer.Typer(
@@ -143,6 +143,7 @@ def _run_batch(plan: OutputPlan, load: Callable[[], Processor], rep: ProgressRep
     input does not stop the others; the exit status reports them at the end.
     """
     from . import audio
+    from .writers import write_atomic
 
     failures: list[tuple[str, WhispdiarError]] = []
 
@@ -266,6 +267,7 @@ def transcribe(
                                                     help="Similarity needed to name an enrolled speaker.")]
     = None,
     no_names: Annotated[bool, typer.Option("--no-names", help="Do not name enrolled speakers.")] = False,
+    channel: Channel = None,
     threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
@@ -281,6 +283,7 @@ def transcribe(
 
       cat call.wav | whispdiar transcribe - -f txt
     """
+    from . import audio
     from .pipeline import Pipeline
     from .writers import FORMATS, render
 
@@ -313,17 +316,22 @@ def transcribe(
                             tasks[stage] = rep.task(f"{stage} {Path(display).name}")
                         rep.update(tasks[stage], done, total)  # type: ignore[arg-type]
 
-                    result = pipeline.run(source, language=lang, num_speakers=num_speakers,
-                                          min_speakers=min_speakers, max_speakers=max_speakers,
-                                          progress=progress, display_name=display,
-                                          relabel=namer.relabel if namer is not None else None)
+                    picked = audio.channel_to_tempfile(source, channel) if channel is not None else None
+                    try:
+                        result = pipeline.run(picked or source, language=lang, num_speakers=num_speakers,
+                                              min_speakers=min_speakers, max_speakers=max_speakers,
+                                              progress=progress, display_name=display,
+                                              relabel=namer.relabel if namer is not None else None)
+                    finally:
+                        if picked is not None:
+                            picked.unlink(missing_ok=True)
                     for t in tasks.values():
                         rep.done(t)  # type: ignore[arg-type]
                     return {f: render(result, f) for f in plan.formats}
 
                 return process
 
-            _run_batch(plan, load, rep)
+            _run_batch(plan, load, rep, channel)
     except WhispdiarError as e:
         raise _fail(e) from None
 

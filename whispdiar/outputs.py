@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,40 +102,10 @@ def _check_writable_dir(d: Path) -> None:
         raise OutputError(f"output directory {d} is not writable")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory + rename: readers never see half a file."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".part")
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {e.strerror}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def clock(t: float) -> str:
-    """00:05.20 / 1:02:03.40 style time for human-readable lines."""
-    cs = int(round(t * 100))
-    h, rem = divmod(cs, 360000)
-    m, rem = divmod(rem, 6000)
-    s, c = divmod(rem, 100)
-    return f"{h}:{m:02d}:{s:02d}.{c:02d}" if h else f"{m:02d}:{s:02d}.{c:02d}"
-
-
 def render_turns(d: Diarization, uri: str, fmt: str) -> str:
     """A diarization alone (the `diarize` command) as txt, rttm or json."""
     from .rttm import format_rttm
+    from .writers import clock
 
     if fmt == "rttm":
         return format_rttm(d.turns, Path(uri).stem)

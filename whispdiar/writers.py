@@ -48,7 +48,7 @@ def _one_line(text: str) -> str:
     return _WS.sub(" ", text).strip()
 
 
-def _clock(t: float) -> str:
+def clock(t: float) -> str:
     """[mm:ss.cc] style for txt (hours only when needed)."""
     cs = int(round(max(0.0, t) * 100))
     h, rem = divmod(cs, 360000)
@@ -94,7 +94,7 @@ class TxtWriter(Writer):
             if not text:
                 continue
             who = _one_line(result.speaker_name(s.speaker) or "")
-            lines.append(f"[{_clock(s.start)}] {who}: {text}" if who else f"[{_clock(s.start)}] {text}")
+            lines.append(f"[{clock(s.start)}] {who}: {text}" if who else f"[{clock(s.start)}] {text}")
         return "".join(line + "\n" for line in lines)
 
 
