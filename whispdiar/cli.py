@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -133,6 +134,37 @@ def _default_threads() -> int:
 
 
 Processor = Callable[[Path, str], dict[str, str]]
+T = TypeVar("T")
+
+
+def _interruptible(work: Callable[[threading.Event], T]) -> T:
+    """Run ``work(cancel)`` in a worker thread so Ctrl-C/SIGTERM reach the main thread at once.
+
+    whisper.cpp holds the main thread inside C for a whole chunk, where Python cannot run
+    a signal handler; here the main thread only waits, and on a signal it sets ``cancel``
+    (checked by both engines) and waits briefly for the worker to stop.
+    """
+    cancel = threading.Event()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = work(cancel)
+        except BaseException as e:  # handed over to the main thread below
+            box["error"] = e
+
+    worker = threading.Thread(target=target, name="whispdiar-work", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except BaseException:
+        cancel.set()
+        worker.join(5.0)
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _run_batch(plan: OutputPlan, load: Callable[[], Processor], rep: ProgressReporter,
@@ -227,9 +259,9 @@ def diarize(
 
                 def process(source: Path, display: str) -> dict[str, str]:
                     task = rep.task(f"diarize {Path(display).name}")
-                    result = diarizer(source, num_speakers=num_speakers, min_speakers=min_speakers,
-                                      max_speakers=max_speakers, channel=channel,
-                                      progress=lambda d, t: rep.update(task, d, t))
+                    result = _interruptible(lambda cancel: diarizer(
+                        source, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
+                        channel=channel, progress=lambda d, t: rep.update(task, d, t), cancel=cancel))
                     rep.done(task)
                     return {f: render_turns(result, display, f) for f in plan.formats}
 
@@ -318,10 +350,11 @@ def transcribe(
 
                     picked = audio.channel_to_tempfile(source, channel) if channel is not None else None
                     try:
-                        result = pipeline.run(picked or source, language=lang, num_speakers=num_speakers,
-                                              min_speakers=min_speakers, max_speakers=max_speakers,
-                                              progress=progress, display_name=display,
-                                              relabel=namer.relabel if namer is not None else None)
+                        result = _interruptible(lambda cancel: pipeline.run(
+                            picked or source, language=lang, num_speakers=num_speakers,
+                            min_speakers=min_speakers, max_speakers=max_speakers, progress=progress,
+                            display_name=display, cancel=cancel,
+                            relabel=namer.relabel if namer is not None else None))
                     finally:
                         if picked is not None:
                             picked.unlink(missing_ok=True)
@@ -459,24 +492,38 @@ def main() -> None:
         raise _Terminated()
 
     def on_int(signum: int, frame: object) -> None:
-        err.print("whispdiar: interrupted", markup=False)  # typer exits 130 without a word
-        raise KeyboardInterrupt
+        raise _Interrupted()  # not KeyboardInterrupt: typer would swallow that into a silent exit
 
     signal.signal(signal.SIGTERM, on_term)
-    # Our own handler: typer would swallow Ctrl-C silently, and a shell starts background
-    # jobs with SIGINT ignored, where `kill -INT` must still stop us.
+    # Our own handler: a shell starts background jobs with SIGINT ignored, where
+    # `kill -INT` must still stop us.
     signal.signal(signal.SIGINT, on_int)
     try:
         app()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Interrupted):
         err.print("whispdiar: interrupted", markup=False)
-        sys.exit(EXIT_SIGINT)
+        _exit_now(EXIT_SIGINT)
     except _Terminated:
         err.print("whispdiar: terminated", markup=False)
-        sys.exit(EXIT_SIGTERM)
+        _exit_now(EXIT_SIGTERM)
     except (UsageError, OutputError) as e:
         err.print(f"whispdiar: error: {e}", markup=False)
         sys.exit(e.exit_code)
+
+
+def _exit_now(code: int) -> None:
+    """Leave at once after a signal. Clean-up (temp files, no partial outputs) already ran
+    while the exception unwound; a worker may still be inside whisper.cpp or onnxruntime,
+    and a normal interpreter shutdown under its feet aborts the process."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class _Interrupted(BaseException):
+    """SIGINT (Ctrl-C), raised in the main thread."""
 
 
 class _Terminated(BaseException):
