@@ -16,27 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import models_installed
 
-from whispdiar import errors, models
+from whispdiar import errors
 
 SR = 16000
 CLI = [sys.executable, "-m", "whispdiar.cli"]
 PROMPT = 5.0  # seconds the process may take to exit after the signal
 
 
-def _has_command(name: str) -> bool:
-    from whispdiar.cli import app
-
-    return any((c.name or (c.callback.__name__ if c.callback else "")) == name for c in app.registered_commands)
-
-
-def _installed(*names: str) -> bool:
-    try:
-        for n in names:
-            models.resolve(n)
-    except errors.ModelError:
-        return False
-    return True
 
 
 RUNS = {
@@ -91,9 +79,7 @@ def _wait_busy(proc: subprocess.Popen, cpu_seconds: float = 3.0, limit: float = 
 def test_signal_leaves_no_output(long_recording: Path, tmp_path: Path, command: str, sig: int, code: int,
                                  word: str) -> None:
     args, ext, needed = RUNS[command]
-    if not _has_command(command):
-        pytest.skip(f"`whispdiar {command}` is not in cli.py yet")
-    if not _installed(*needed):
+    if not models_installed(*needed):
         pytest.skip(f"models {needed} not all installed (run `make models`)")
     out = tmp_path / f"out.{ext}"
     proc = _start(args + [str(long_recording), "-o", str(out)], tmp_path)
