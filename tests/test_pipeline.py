@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from whispdiar.naming import speaker_records
 from whispdiar.records import Segment, Turn, Word
 from whispdiar.rttm import parse_rttm
 from whispdiar.writers import FORMATS, render
@@ -35,30 +36,29 @@ def test_cluster_confidence():
 
 
 def test_speakers_numbered_by_first_appearance_in_the_transcript():
-    from whispdiar.pipeline import name_speakers
-
     segs = [
         Segment(1.0, 2.0, "hi", "S2", [Word("hi", 1.0, 2.0, 0.9, "S2")]),
         Segment(3.0, 4.0, "yo", "S0", [Word("yo", 3.0, 4.0, 0.9, "S0")]),
     ]
     # S0 talks first in the diarization, but S2 is the first one heard in the transcript
     turns = [Turn(0.0, 0.5, "S0"), Turn(1.0, 2.0, "S2"), Turn(3.0, 4.5, "S0"), Turn(5.0, 6.0, "S1")]
-    sp = name_speakers(segs, turns, {}, {"S0": 0.8, "S1": 0.7, "S2": 0.9})
+    sp = speaker_records(turns, {}, segments=segs, confidence={"S0": 0.8, "S1": 0.7, "S2": 0.9})
     assert [(s.label, s.name, s.confidence) for s in sp] == [
         ("S2", "Speaker 1", 0.9), ("S0", "Speaker 2", 0.8), ("S1", "Speaker 3", 0.7)]
     assert sp[1].speech_seconds == pytest.approx(2.0)
 
 
 def test_enrolled_names_from_the_namer_hook():
-    from whispdiar.pipeline import name_speakers
-
     segs = [Segment(1.0, 2.0, "hi", "S0", [Word("hi", 1.0, 2.0, 0.9, "S0")]),
             Segment(3.0, 4.0, "yo", "S1", [Word("yo", 3.0, 4.0, 0.9, "S1")])]
     turns = [Turn(1.0, 2.0, "S0"), Turn(3.0, 4.0, "S1")]
-    sp = name_speakers(segs, turns, {"S0": ("Speaker 2", 0.66)}, {"S1": 0.5})
+    sp = speaker_records(turns, {"S0": ("Speaker 2", 0.66)}, segments=segs, confidence={"S1": 0.5})
     # an enrolled person literally called "Speaker 2" pushes the anonymous one on
     assert [(s.name, s.enrolled) for s in sp] == [("Speaker 2", True), ("Speaker 3", False)]
     assert sp[0].confidence == pytest.approx(0.66)
+    # every enrolled name is reserved, even one not heard in this recording
+    sp = speaker_records(turns, {}, reserved=["Speaker 1"], segments=segs)
+    assert [s.name for s in sp] == ["Speaker 2", "Speaker 3"]
 
 
 # ----------------------------------------------------------------------------- real models

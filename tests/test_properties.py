@@ -148,6 +148,9 @@ def check_vtt(text: str) -> list[tuple[float, float]]:
     cues = []
     for b in [b for b in text.split("\n\n")[1:] if b.strip()]:
         lines = b.strip("\n").split("\n")
+        if lines[0].startswith("NOTE"):  # a comment block: must not hold "-->"
+            assert "-->" not in b
+            continue
         timing = next(i for i, ln in enumerate(lines) if "-->" in ln)
         m = re.match(rf"({VTT_TIME}) --> ({VTT_TIME})", lines[timing])
         assert m, f"bad timing line {lines[timing]!r}"
@@ -365,7 +368,11 @@ def test_json_tsv_txt_are_well_formed(result) -> None:  # noqa: ANN001
     doc = json.loads(w.render(result, "json"))
     assert len(doc["segments"]) == len(result.segments)
     tsv = w.render(result, "tsv").splitlines()
-    assert tsv[0] == "start\tend\tspeaker\ttext"
-    assert len(tsv) == 1 + len(result.segments) and all(row.count("\t") == 3 for row in tsv)
-    for line in w.render(result, "txt").splitlines():
+    assert tsv[0] == "start\tend\tspeaker\ttext\tconfidence"
+    assert len(tsv) == 1 + len(result.segments) and all(row.count("\t") == 4 for row in tsv)
+    txt = w.render(result, "txt").splitlines()
+    if result.speakers:
+        assert txt[0].startswith("# speakers: ")
+        txt = txt[1:]
+    for line in txt:
         assert re.match(r"\[(\d+:)?\d{2}:\d{2}\.\d{2}\] ", line)

@@ -16,6 +16,7 @@ from whispdiar.errors import ModelError, UsageError
 from whispdiar.records import Segment, Word
 from whispdiar.transcription import (
     Chunk,
+    ChunkPlanner,
     Piece,
     Token,
     estimate_lag,
@@ -24,7 +25,6 @@ from whispdiar.transcription import (
     refine_word_times,
     speech_mask,
     speech_onsets,
-    split_long,
     tokens_to_words,
 )
 from whispdiar.vad import FRAME_SECONDS, SpeechRegion, speech_regions
@@ -52,15 +52,47 @@ def test_long_region_is_cut_at_its_quietest_frame():
     probs = np.full(int(100 / FRAME_SECONDS), 0.9, np.float32)
     quiet = int(22.0 / FRAME_SECONDS)
     probs[quiet] = 0.01
-    out = split_long([SpeechRegion(0.0, 60.0)], probs, 29.0)
-    assert out[0].end == pytest.approx((quiet + 0.5) * FRAME_SECONDS)
-    assert all(r.duration <= 29.0 for r in out)
-    assert out[-1].end == 60.0 and all(a.end == b.start for a, b in zip(out, out[1:], strict=False))
+    chunks = plan_chunks([SpeechRegion(0.0, 60.0)], probs, max_seconds=29.0, lead_in=0.0)
+    pieces = [p for c in chunks for p in c.pieces]
+    assert pieces[0].end == pytest.approx((quiet + 0.5) * FRAME_SECONDS)
+    assert all(c.length <= 29.0 for c in chunks)
+    assert pieces[-1].end == 60.0 and all(a.end == b.start for a, b in zip(pieces, pieces[1:], strict=False))
 
 
 def test_long_region_without_probabilities_is_cut_at_the_limit():
-    out = split_long([SpeechRegion(0.0, 70.0)], None, 29.0)
-    assert [round(r.duration, 3) for r in out] == [29.0, 29.0, 12.0]
+    chunks = plan_chunks([SpeechRegion(0.0, 70.0)], None, max_seconds=29.0, lead_in=0.0)
+    assert [round(c.length, 3) for c in chunks] == [29.0, 29.0, 12.0]
+
+
+def test_chunks_are_filled_with_part_of_a_region_that_does_not_fit():
+    # 20 s + 15 s of speech: the second region is cut to fill the first chunk to 29 s
+    regions = [SpeechRegion(0.0, 20.0), SpeechRegion(30.0, 45.0)]
+    chunks = plan_chunks(regions, None, max_seconds=29.0, join_silence=0.2, lead_in=0.0)
+    assert chunks[0].length == pytest.approx(29.0)
+    assert chunks[0].pieces[1] == Piece(30.0, pytest.approx(38.8), 20.2)
+    assert chunks[1].pieces[0].start == pytest.approx(38.8) and chunks[1].pieces[-1].end == 45.0
+    # too little room left (under fill_min): the region starts the next chunk whole
+    chunks = plan_chunks([SpeechRegion(0.0, 27.5), SpeechRegion(30.0, 35.0)], None, max_seconds=29.0,
+                         join_silence=0.2, lead_in=0.0, fill_min=2.0)
+    assert [len(c.pieces) for c in chunks] == [1, 1]
+
+
+def test_give_back_requeues_the_tail_once():
+    planner = ChunkPlanner([SpeechRegion(0.0, 20.0), SpeechRegion(25.0, 35.0)], None, max_seconds=29.0,
+                           join_silence=0.2, lead_in=0.0)
+    first = planner.next()
+    assert first.pieces[-1].end == pytest.approx(33.8)
+    # whisper stopped at 15 s of the chunk: 5 s of the first region and the 8.8 s piece come back
+    assert planner.give_back(first, 15.0) == pytest.approx(5.0 + 8.8)
+    second = planner.next()
+    assert second.pieces[0] == Piece(15.0, 20.0, 0.0) and second.pieces[-1].end == 35.0
+    # the same audio is never given back twice, so the plan always ends
+    assert planner.give_back(second, 1.0) == 0.0
+    assert planner.next() is None
+    # under a second of speech left: not worth another pass
+    planner = ChunkPlanner([SpeechRegion(0.0, 10.0)], None, lead_in=0.0)
+    c = planner.next()
+    assert planner.give_back(c, 9.5) == 0.0 and planner.next() is None
 
 
 def test_chunk_maps_packed_time_back_and_snaps_in_inserted_silence():

@@ -19,6 +19,7 @@ import soundfile as sf
 
 from whispdiar.clustering import Clustering, centroids_of, l2_normalize
 from whispdiar.diarization import Diarizer
+from whispdiar.embedding import model_fingerprint
 from whispdiar.errors import AudioError, InputNotFound, VoiceprintError
 from whispdiar.naming import (
     Match,
@@ -33,6 +34,8 @@ from whispdiar.naming import (
 )
 from whispdiar.records import Turn
 from whispdiar.voiceprints import (
+    CAMPPLUS_SHA256,
+    CAMPPLUS_STEM,
     MIGRATIONS,
     VoiceprintNamer,
     VoiceprintStore,
@@ -67,7 +70,7 @@ def test_store_add_list_voiceprints(db: Path) -> None:
     rng = np.random.default_rng(0)
     jan, anna = unit(rng)[0], unit(rng)[0]
     with VoiceprintStore(db) as store:
-        assert store.schema == [name for name, _ in MIGRATIONS]
+        assert sorted(store.schema) == sorted(name for name, _ in MIGRATIONS)
         store.add_sample("Jan", near(jan, rng, 3), model_id=MODEL, source="/a/jan1.wav", speech_seconds=14.5)
         store.add_sample(" Jan ", near(jan, rng, 2), model_id=MODEL, source="/a/jan2.flac", speech_seconds=8,
                          start=1.0, end=11.0)
@@ -186,11 +189,26 @@ def test_migrations_run_once_and_newer_schema_is_refused(db: Path) -> None:
         raw.execute("DROP INDEX embeddings_sample")
         raw.execute("DELETE FROM _migrations WHERE name = 'm002_indexes'")
     with VoiceprintStore(db) as store:
-        assert store.schema == ["m001_create_tables", "m002_indexes"]
+        assert sorted(store.schema) == sorted(name for name, _ in MIGRATIONS)
     with sqlite3.connect(db) as raw:
         raw.execute("INSERT INTO _migrations VALUES ('m999_future', 'x')")
     with pytest.raises(VoiceprintError, match="newer whispdiar"):
         VoiceprintStore(db)
+
+
+def test_m003_rewrites_old_stem_ids_to_the_content_id(db: Path, embedding_model_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    with VoiceprintStore(db) as store:
+        store.add_sample("Jan", unit(rng, 2), model_id=CAMPPLUS_STEM, source="s", speech_seconds=5)
+        store.add_sample("Anna", unit(rng, 2), model_id="other-model", source="s", speech_seconds=5)
+    with sqlite3.connect(db) as raw:  # as a database written before m003
+        raw.execute("UPDATE samples SET model_id = ? WHERE model_id LIKE ?", (CAMPPLUS_STEM, CAMPPLUS_STEM + "%"))
+        raw.execute("DELETE FROM _migrations WHERE name = 'm003_model_id_by_content'")
+    current = model_fingerprint(embedding_model_path)  # the shipped export, hashed now
+    assert current == f"{CAMPPLUS_STEM}@{CAMPPLUS_SHA256[:12]}"
+    with VoiceprintStore(db) as store:
+        found = store.voiceprints(current)
+        assert set(found.voiceprints) == {"Jan"} and found.incompatible == {"Anna": ("other-model",)}
 
 
 def test_failed_write_rolls_back(db: Path) -> None:
@@ -242,7 +260,7 @@ def test_concurrent_enrolls_from_several_processes(db: Path) -> None:
     with VoiceprintStore(db) as store:
         info = {s.name: s for s in store.speakers()}
         assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert store.schema == [name for name, _ in MIGRATIONS]
+        assert sorted(store.schema) == sorted(name for name, _ in MIGRATIONS)
         assert store.db.execute("SELECT COUNT(*) FROM _migrations").fetchone()[0] == len(MIGRATIONS)
     assert len(info) == 6 * 5 + 1
     assert info["Shared"].samples == 6 * 5 and info["Shared"].embeddings == 6 * 5 * 2

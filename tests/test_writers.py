@@ -61,6 +61,8 @@ def test_formats_registry():
 
 def test_txt_one_line_per_turn_with_clock_and_name():
     lines = render(make_result(), "txt").splitlines()
+    assert lines[0] == "# speakers: Speaker 1 0.81, Jan Novák 0.73"  # each speaker's confidence
+    lines = lines[1:]
     assert lines[0] == "[00:05.20] Speaker 1: Hello there, Anna."
     assert lines[1] == "[00:07.00] Jan Novák: Hi <Jan> & co."
     assert lines[3] == "[00:40.00] no word times here"  # unknown speaker: no name
@@ -70,6 +72,8 @@ def test_txt_one_line_per_turn_with_clock_and_name():
 def test_txt_hours():
     r = make_result()
     r.segments = [Segment(3725.5, 3726.0, "late", None, [])]
+    assert render(r, "txt").splitlines()[1:] == ["[1:02:05.50] late"]
+    r.speakers = []  # no diarization: no speakers line
     assert render(r, "txt") == "[1:02:05.50] late\n"
 
 
@@ -117,8 +121,8 @@ def test_srt_syntax_and_readability():
 
 def test_vtt_syntax_voice_tags_and_escaping():
     text = render(make_result(), "vtt")
-    assert text.startswith("WEBVTT\n\n")
-    blocks = text.strip("\n").split("\n\n")[1:]
+    assert text.startswith("WEBVTT\n\nNOTE speakers: Speaker 1 0.81, Jan Novák 0.73\n\n")
+    blocks = text.strip("\n").split("\n\n")[2:]
     for b in blocks:
         lines = b.split("\n")
         assert re.fullmatch(f"{VTT_TIME} --> {VTT_TIME}", lines[0])
@@ -133,6 +137,7 @@ def test_rttm_round_trip_with_names():
     turns = parse_rttm(text)["meeting_one"]
     assert [(t.start, t.speaker) for t in turns] == [(5.1, "Speaker_1"), (6.9, "Jan_Novák"), (7.9, "Speaker_1")]
     assert all(len(line.split()) == 10 for line in text.splitlines())
+    assert [line.split()[8] for line in text.splitlines()] == ["0.812", "0.734", "0.812"]  # confidence field
 
 
 def test_rttm_without_diarization_uses_segments():
@@ -144,10 +149,10 @@ def test_rttm_without_diarization_uses_segments():
 
 def test_tsv():
     lines = render(make_result(), "tsv").splitlines()
-    assert lines[0] == "start\tend\tspeaker\ttext"
-    assert lines[1] == "5.200\t6.400\tSpeaker 1\tHello there, Anna."
-    assert lines[-1] == "40.000\t42.000\t\tno word times here"
-    assert all(len(x.split("\t")) == 4 for x in lines)
+    assert lines[0] == "start\tend\tspeaker\ttext\tconfidence"
+    assert lines[1] == "5.200\t6.400\tSpeaker 1\tHello there, Anna.\t0.812"
+    assert lines[-1] == "40.000\t42.000\t\tno word times here\t"
+    assert all(len(x.split("\t")) == 5 for x in lines)
 
 
 def test_empty_result_renders_everywhere():

@@ -17,6 +17,7 @@ environment so that the export check uses the very same feature code.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -121,6 +122,15 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     return an @ bn.T
 
 
+def model_fingerprint(path: str | Path) -> str:
+    """``<file stem>@<first 12 hex digits of its sha256>``, e.g. ``campplus_cn_en_common@8e8dce3af38d``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return f"{Path(path).stem}@{h.hexdigest()[:12]}"
+
+
 class SpeakerEmbedder:
     """CAM++ speaker embedding model (ONNX: ``feats`` [N, T, 80] → ``embs`` [N, 192])."""
 
@@ -145,10 +155,9 @@ class SpeakerEmbedder:
         self._input = inputs[0].name
         self._output = outputs[0].name
         self.model_path = model_path
-        # Identity for voiceprint compatibility: embeddings from different models
-        # are not comparable. The file stem names the checkpoint (e.g.
-        # "campplus_cn_en_common"); a re-export of the same checkpoint keeps it.
-        self.model_id: str = model_id if model_id is not None else model_path.stem
+        # Identity for voiceprint compatibility: embeddings from different models are not
+        # comparable, so the id is the file's content hash, not just its name.
+        self.model_id: str = model_id if model_id is not None else model_fingerprint(model_path)
         last = outputs[0].shape[-1]
         self.dim: int = last if isinstance(last, int) else EMBEDDING_DIM
 

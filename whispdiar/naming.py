@@ -23,7 +23,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .clustering import Clustering, centroids_of, l2_normalize
-from .records import Speaker, Turn
+from .records import Segment, Speaker, Turn
 
 # Calibrated by scripts/bench_voiceprints.py on LibriSpeech (docs/voiceprints.md).
 DEFAULT_THRESHOLD = 0.5
@@ -181,24 +181,41 @@ def steer_clustering(
     return merge_clustering(clustering, train, voiceprints, merge_threshold)
 
 
+def speaker_order(turns: Iterable[Turn], segments: Iterable[Segment] = ()) -> list[str]:
+    """Labels by first appearance: first word (or untimed segment) in the transcript,
+    then, for speakers the transcript never shows, first turn."""
+    first: dict[str, float] = {}
+    for s in segments:
+        for w in s.words or []:
+            if w.speaker is not None and w.start is not None:
+                first.setdefault(w.speaker, w.start)
+        if s.speaker is not None:
+            first.setdefault(s.speaker, s.start)
+    order = sorted(first, key=lambda k: first[k])
+    by_turn: dict[str, float] = {}
+    for t in sorted(turns, key=lambda t: t.start):
+        by_turn.setdefault(t.speaker, t.start)
+    return order + [label for label in sorted(by_turn, key=lambda k: by_turn[k]) if label not in first]
+
+
 def display_names(
-    turns: Iterable[Turn], matches: Mapping[str, Match], reserved: Iterable[str] = ()
+    turns: Iterable[Turn],
+    matches: Mapping[str, tuple[str, float]],
+    reserved: Iterable[str] = (),
+    segments: Iterable[Segment] = (),
 ) -> dict[str, str]:
     """Label -> shown name: the enrolled name, else "Speaker N".
 
-    N is the speaker's rank by first appearance (Jan, Anna, Speaker 3), moved up when
-    "Speaker N" is already taken by a shown or reserved name.
+    N is the speaker's rank by first appearance (``speaker_order``: Jan, Anna, Speaker 3),
+    moved up when "Speaker N" is already taken by a shown or reserved (enrolled) name.
     """
-    first: dict[str, float] = {}
-    for t in sorted(turns, key=lambda t: t.start):
-        first.setdefault(t.speaker, t.start)
-    for label in matches:
-        first.setdefault(label, float("inf"))
-    taken = {m.name.casefold() for m in matches.values()} | {r.casefold() for r in reserved}
+    order = speaker_order(turns, segments)
+    order += [label for label in matches if label not in order]
+    taken = {name.casefold() for name, _ in matches.values()} | {r.casefold() for r in reserved}
     out: dict[str, str] = {}
-    for rank, label in enumerate(sorted(first, key=lambda k: (first[k], k)), start=1):
+    for rank, label in enumerate(order, start=1):
         if label in matches:
-            out[label] = matches[label].name
+            out[label] = matches[label][0]
             continue
         n = rank
         while f"speaker {n}" in taken:
@@ -209,15 +226,22 @@ def display_names(
 
 
 def speaker_records(
-    turns: list[Turn], matches: Mapping[str, Match], reserved: Iterable[str] = ()
+    turns: list[Turn],
+    matches: Mapping[str, tuple[str, float]],
+    reserved: Iterable[str] = (),
+    segments: Iterable[Segment] = (),
+    confidence: Mapping[str, float | None] | None = None,
 ) -> list[Speaker]:
-    """records.Speaker per diarization label, in order of first appearance."""
-    names = display_names(turns, matches, reserved)
+    """records.Speaker per label in order of first appearance. An enrolled speaker's
+    confidence is its voiceprint similarity; another's comes from ``confidence``."""
+    names = display_names(turns, matches, reserved, segments)
     seconds: dict[str, float] = dict.fromkeys(names, 0.0)
     for t in turns:
         seconds[t.speaker] = seconds.get(t.speaker, 0.0) + t.duration
+    confidence = confidence or {}
     return [
-        Speaker(label=label, name=name, confidence=matches[label].confidence if label in matches else None,
+        Speaker(label=label, name=name,
+                confidence=float(matches[label][1]) if label in matches else confidence.get(label),
                 speech_seconds=round(seconds.get(label, 0.0), 3), enrolled=label in matches)
         for label, name in names.items()
     ]

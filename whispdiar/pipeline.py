@@ -29,7 +29,8 @@ import numpy as np
 
 from . import audio
 from .alignment import AlignConfig, align
-from .records import Result, Segment, Speaker, Timings, Turn
+from .naming import speaker_records
+from .records import Result, Timings
 from .transcription import Cancelled as _AsrCancelled
 from .transcription import Transcriber, Transcript
 from .vad import SileroVad
@@ -92,47 +93,6 @@ def cluster_confidence(embeddings: np.ndarray | None, centroid: np.ndarray | Non
     return float(np.clip(np.mean(e @ c), -1.0, 1.0))
 
 
-def name_speakers(
-    segments: list[Segment],
-    turns: list[Turn],
-    named: Mapping[str, tuple[str, float]],
-    confidence: Mapping[str, float | None],
-) -> list[Speaker]:
-    """Speakers in order of first appearance in the transcript (then by first turn).
-
-    Enrolled ones keep their name and similarity; the others are "Speaker N", N being
-    their rank of appearance (moved on when an enrolled person is literally called so).
-    """
-    first: dict[str, float] = {}
-    for s in segments:
-        for w in s.words or []:
-            if w.speaker is not None and w.start is not None:
-                first.setdefault(w.speaker, w.start)
-        if s.speaker is not None:
-            first.setdefault(s.speaker, s.start)
-    order = sorted(first, key=lambda k: first[k])
-    by_turn = sorted({t.speaker: t.start for t in reversed(sorted(turns, key=lambda t: t.start))}.items(),
-                     key=lambda kv: kv[1])
-    order += [label for label, _ in by_turn if label not in first]
-    order += [label for label in named if label not in order]
-    seconds: dict[str, float] = {}
-    for t in turns:
-        seconds[t.speaker] = seconds.get(t.speaker, 0.0) + t.duration
-    taken = {name.casefold() for name, _ in named.values()}
-    out = []
-    for rank, label in enumerate(order, 1):
-        if label in named:
-            name, conf = named[label]
-            out.append(Speaker(label, name, float(conf), round(seconds.get(label, 0.0), 3), enrolled=True))
-            continue
-        n = rank
-        while f"speaker {n}" in taken:
-            n += 1
-        taken.add(f"speaker {n}")
-        out.append(Speaker(label, f"Speaker {n}", confidence.get(label), round(seconds.get(label, 0.0), 3)))
-    return out
-
-
 @dataclass(slots=True)
 class _DiarOutcome:
     result: object | None = None  # Diarization
@@ -156,7 +116,7 @@ class Pipeline:
         align_config: AlignConfig | None = None,
         timing: str = "dtw",
         beam_size: int = 0,
-        rebalance: bool = False,
+        rebalance: bool = True,
     ):
         """Explicit model files. ``diarize=False`` loads no diarization models (then the
         segmentation/embedding paths may be None). ``vad_model`` (Silero ONNX) is optional
@@ -341,7 +301,8 @@ class Pipeline:
         named = dict(self.namer(diar)) if self.namer is not None else {}
         conf = {label: cluster_confidence(diar.embeddings.get(label), diar.centroids.get(label))
                 for label in diar.speakers}
-        speakers = name_speakers(segments, diar.turns, named, conf)
+        reserved = getattr(self.namer, "names", ())  # every enrolled name, shown or not
+        speakers = speaker_records(list(diar.turns), named, reserved, segments, conf)
         return Result(name, transcript.duration, transcript.language, segments, speakers, list(diar.turns),
                       dict(self.models))
 

@@ -1,13 +1,14 @@
 """RTTM (NIST Rich Transcription Time Marked) reading and writing, SPEAKER lines only.
 
-One line per turn: ``SPEAKER <uri> 1 <start> <duration> <NA> <NA> <speaker> <NA> <NA>``.
+One line per turn: ``SPEAKER <uri> 1 <start> <duration> <NA> <NA> <speaker> <conf> <NA>``
+(``<conf>`` the speaker's confidence when known, else ``<NA>``).
 Fields are whitespace separated, so a uri or speaker with spaces gets underscores.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from .records import Turn
 
@@ -19,11 +20,19 @@ def _token(s: str) -> str:
     return s or "NA"
 
 
-def format_rttm(turns: Iterable[Turn], uri: str) -> str:
-    """RTTM text (one SPEAKER line per turn, sorted by start), ending with a newline if non-empty."""
+def format_rttm(turns: Iterable[Turn], uri: str, confidence: Mapping[str, float | None] | None = None) -> str:
+    """RTTM text (one SPEAKER line per turn, sorted by start), ending with a newline if non-empty.
+    ``confidence`` (speaker -> score) fills the confidence field, else ``<NA>``."""
     u = _token(uri)
+    conf = confidence or {}
+
+    def score(speaker: str) -> str:
+        c = conf.get(speaker)
+        return "<NA>" if c is None else f"{c:.3f}"
+
     lines = [
-        f"SPEAKER {u} 1 {t.start:.3f} {max(0.0, t.end - t.start):.3f} <NA> <NA> {_token(t.speaker)} <NA> <NA>"
+        f"SPEAKER {u} 1 {t.start:.3f} {max(0.0, t.end - t.start):.3f} <NA> <NA> {_token(t.speaker)} "
+        f"{score(t.speaker)} <NA>"
         for t in sorted(turns, key=lambda t: (t.start, t.end, t.speaker))
     ]
     return "".join(line + "\n" for line in lines)

@@ -5,8 +5,11 @@ Why not hand whisper the whole file: its own segment/token clock is anchored to
 in whole-second steps). Instead we
 
 1. find speech with a VAD (or, without one, cut fixed blocks at quiet points),
-2. pack speech regions into chunks of at most ~29 s (one whisper window each, so no
-   internal seeking), joined by a short stretch of silence,
+2. pack speech regions into chunks of at most ~29 s (one whisper window each), joined
+   by a short stretch of silence and filled to the brim (the encoder costs the same for
+   a full window as for a half-empty one); whisper decodes each chunk in one pass
+   (``single_segment``), and speech after its last closed segment goes back into the
+   next chunk instead of costing a second encoder pass,
 3. take word times from whisper.cpp's DTW over cross-attention alignment heads
    (``t_dtw``), which follows the audio, not the timestamp tokens, and
 4. map packed times back to the recording, keeping every word inside speech.
@@ -27,7 +30,8 @@ import struct
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,12 +46,13 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, float, float], None]
 
-MAX_CHUNK_SECONDS = 29.0  # whisper sees 30 s windows; stay just under to avoid a second pass
+MAX_CHUNK_SECONDS = 29.0  # whisper sees 30 s windows; stay just under so a chunk is one window
 JOIN_SILENCE = 0.2  # zeros inserted between packed regions
 # Zeros before the first region: with speech right at 0 s whisper's DTW path (anchored at
 # the window start) misplaced the first words by ~1 s on sample.wav; 0.3 s lead-in fixed it.
 LEAD_IN = 0.3
 MERGE_GAP = 0.6  # regions closer than this are kept together with their real pause
+FILL_MIN = 2.0  # fill a chunk with part of the next region when at least this much room is left
 _GGML_MAGIC = 0x67676D6C
 
 
@@ -187,27 +192,100 @@ class Chunk:
         return p.end
 
 
-def split_long(regions: Sequence[SpeechRegion], probs: np.ndarray | None, max_seconds: float) -> list[SpeechRegion]:
-    """Cut regions longer than ``max_seconds`` at their quietest point (least speech-like frame).
+def _merge_regions(regions: Sequence[SpeechRegion], merge_gap: float, max_seconds: float) -> list[SpeechRegion]:
+    """Regions in time order, those closer than ``merge_gap`` joined (their real pause kept)."""
+    merged: list[SpeechRegion] = []
+    for r in sorted(regions, key=lambda r: r.start):
+        if r.end <= r.start:
+            continue
+        if merged and r.start - merged[-1].end < merge_gap and r.end - merged[-1].start <= max_seconds:
+            merged[-1] = SpeechRegion(merged[-1].start, max(merged[-1].end, r.end))
+        else:
+            merged.append(r)
+    return merged
 
-    The cut is searched in the second half of the allowed length so pieces do not get tiny.
+
+def _quiet_cut(r: SpeechRegion, probs: np.ndarray | None, room: float) -> float:
+    """Where to cut ``r`` so its first part fits in ``room`` seconds: its least speech-like
+    frame in the second half of the room (later frames win ties), else at the limit."""
+    lo, hi = r.start + room * 0.5, r.start + room
+    if probs is not None and len(probs):
+        a, b = int(lo / FRAME_SECONDS), min(len(probs), int(hi / FRAME_SECONDS))
+        if b > a:
+            w = probs[a:b][::-1]
+            return min(hi, (b - 1 - int(np.argmin(w)) + 0.5) * FRAME_SECONDS)
+    return hi
+
+
+class ChunkPlanner:
+    """Packs speech regions into whisper chunks of at most ``max_seconds``, on demand.
+
+    Each chunk starts with ``lead_in`` seconds of zeros; regions closer than ``merge_gap``
+    stay one piece (the real pause is kept), longer pauses become ``join_silence`` of
+    zeros. Chunks are filled: a region that does not fit is cut at a quiet frame when at
+    least ``fill_min`` seconds of room are left, since whisper's encoder costs the same for
+    a full 30 s window as for a half-empty one.
+
+    ``give_back``: whisper sometimes ends its output before the end of a chunk (an early
+    end-of-text, or a last segment it left open). Plain whisper.cpp then runs a second
+    30 s encoder pass over the few seconds left; here that audio goes back to the queue and
+    leads the next chunk instead. Audio is given back at most once, so the plan always ends.
     """
-    out: list[SpeechRegion] = []
-    for r in regions:
-        start, end = r.start, r.end
-        while end - start > max_seconds:
-            lo, hi = start + max_seconds * 0.5, start + max_seconds
-            cut = hi
-            if probs is not None and len(probs):
-                a, b = int(lo / FRAME_SECONDS), min(len(probs), int(hi / FRAME_SECONDS))
-                if b > a:
-                    # prefer later cuts on ties: argmin over reversed window
-                    w = probs[a:b][::-1]
-                    cut = (b - 1 - int(np.argmin(w)) + 0.5) * FRAME_SECONDS
-            out.append(SpeechRegion(start, cut))
-            start = cut
-        out.append(SpeechRegion(start, end))
-    return out
+
+    def __init__(
+        self,
+        regions: Sequence[SpeechRegion],
+        probs: np.ndarray | None = None,
+        max_seconds: float = MAX_CHUNK_SECONDS,
+        join_silence: float = JOIN_SILENCE,
+        merge_gap: float = MERGE_GAP,
+        lead_in: float = LEAD_IN,
+        fill_min: float = FILL_MIN,
+    ):
+        self.probs = probs
+        self.max_seconds = max_seconds
+        self.join_silence = join_silence
+        self.lead_in = lead_in
+        self.fill_min = fill_min
+        self._queue: deque[SpeechRegion] = deque(_merge_regions(regions, merge_gap, max_seconds - lead_in))
+        self.speech = sum(r.duration for r in self._queue)
+        self._retry_until = -math.inf  # audio before this (recording seconds) was given back once
+
+    def __iter__(self) -> Iterator[Chunk]:
+        while (chunk := self.next()) is not None:
+            yield chunk
+
+    def next(self) -> Chunk | None:
+        cur = Chunk()
+        while self._queue:
+            r = self._queue[0]
+            at = cur.length + self.join_silence if cur.pieces else self.lead_in
+            room = self.max_seconds - at
+            if r.duration <= room:
+                cur.pieces.append(Piece(r.start, r.end, at))
+                self._queue.popleft()
+                continue
+            if not cur.pieces or room >= self.fill_min:
+                cut = _quiet_cut(r, self.probs, room)
+                cur.pieces.append(Piece(r.start, cut, at))
+                self._queue[0] = SpeechRegion(cut, r.end)
+            break
+        return cur if cur.pieces else None
+
+    def give_back(self, chunk: Chunk, covered: float, min_tail: float = 1.0) -> float:
+        """Whisper transcribed ``chunk`` only up to ``covered`` (chunk seconds): queue the
+        speech after it again, unless it is under ``min_tail`` seconds or was already
+        given back once. Returns the seconds of speech given back (0.0: none)."""
+        start = chunk.to_source(covered, "next")
+        if start < self._retry_until:
+            return 0.0
+        tail = [SpeechRegion(max(p.start, start), p.end) for p in chunk.pieces if p.end > start]
+        seconds = sum(r.duration for r in tail)
+        if seconds < min_tail:
+            return 0.0
+        self._queue.extendleft(reversed(tail))
+        self._retry_until = chunk.pieces[-1].end
+        return seconds
 
 
 def plan_chunks(
@@ -217,32 +295,10 @@ def plan_chunks(
     join_silence: float = JOIN_SILENCE,
     merge_gap: float = MERGE_GAP,
     lead_in: float = LEAD_IN,
+    fill_min: float = FILL_MIN,
 ) -> list[Chunk]:
-    """Pack speech regions (in time order) into chunks of at most ``max_seconds``.
-
-    Regions closer than ``merge_gap`` stay one piece (the real pause is kept); longer
-    pauses are replaced by ``join_silence`` of zeros; each chunk starts with ``lead_in``
-    seconds of zeros.
-    """
-    merged: list[SpeechRegion] = []
-    for r in sorted(regions, key=lambda r: r.start):
-        if r.end <= r.start:
-            continue
-        if merged and r.start - merged[-1].end < merge_gap and r.end - merged[-1].start <= max_seconds - lead_in:
-            merged[-1] = SpeechRegion(merged[-1].start, max(merged[-1].end, r.end))
-        else:
-            merged.append(r)
-    chunks: list[Chunk] = []
-    cur = Chunk()
-    for r in split_long(merged, probs, max_seconds - lead_in):
-        at = cur.length + join_silence if cur.pieces else lead_in
-        if cur.pieces and at + r.duration > max_seconds:
-            chunks.append(cur)
-            cur, at = Chunk(), lead_in
-        cur.pieces.append(Piece(r.start, r.end, at))
-    if cur.pieces:
-        chunks.append(cur)
-    return chunks
+    """The whole plan at once (no give-back): see ``ChunkPlanner``."""
+    return list(ChunkPlanner(regions, probs, max_seconds, join_silence, merge_gap, lead_in, fill_min))
 
 
 def energy_probabilities(path: str | os.PathLike[str]) -> np.ndarray:
@@ -266,6 +322,16 @@ def energy_probabilities(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- tokens → words
+
+
+@dataclass(slots=True)
+class RawSegment:
+    """Whisper's output between two timestamp tokens, times in chunk seconds."""
+
+    t0: float
+    t1: float | None  # None: whisper never closed it
+    text: str
+    tokens: list[Token]
 
 
 @dataclass(slots=True)
@@ -515,6 +581,7 @@ class Transcriber:
             raise ModelError(f"{self.path}: whisper.cpp could not load it (corrupt or unsupported file)")
         self.multilingual = bool(pw.whisper_is_multilingual(self._ctx))
         self._eot = pw.whisper_token_eot(self._ctx)
+        self._beg = pw.whisper_token_beg(self._ctx)
         self._lock = threading.Lock()  # one whisper context decodes one thing at a time
 
     @property
@@ -574,25 +641,32 @@ class Transcriber:
         duration = info(path).duration
         if regions is None:
             regions, probs = self.speech_regions(path, duration)
-        chunks = plan_chunks(regions, probs)
-        total = sum(c.speech for c in chunks)
+        planner = ChunkPlanner(regions, probs)
+        total = planner.speech
         done = 0.0
         if progress:
             progress("transcribe", 0.0, total)
         segments: list[Segment] = []
         speed: dict[int, float] = {}  # threads -> audio seconds decoded per wall second (last chunk)
-        for chunk in chunks:
+        for chunk in planner:
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
             signal = self._chunk_signal(path, chunk)
             allowed = max(1, threads() if threads is not None else self.threads)
             n_threads = _pick_threads(allowed, speed)
             t0 = time.perf_counter()
-            segs, detected = self._run(signal, chunk, lang, n_threads, cancel)
+            raw, detected = self._run(signal, language=lang, n_threads=n_threads, cancel=cancel)
             speed[n_threads] = chunk.length / max(1e-6, time.perf_counter() - t0)
-            if lang is None and detected is not None and segs:
+            end = chunk.length
+            closed = [s for s in raw if s.t1 is not None]
+            if closed and closed[-1].t1 < chunk.length - 1.0:
+                given = planner.give_back(chunk, closed[-1].t1)
+                if given:
+                    raw, end = closed, closed[-1].t1  # the open tail is decoded again in the next chunk
+                    done -= given
+            if lang is None and detected is not None and raw:
                 lang = detected  # detect once on the first chunk with speech, then keep it
-            segments.extend(segs)
+            segments.extend(self._to_segments(raw, chunk, end))
             done += chunk.speech
             if progress:
                 progress("transcribe", done, total)
@@ -625,14 +699,15 @@ class Transcriber:
         p.print_timestamps = False
         p.print_special = False
         p.no_context = True  # chunks are independent: no hallucinated carry-over
+        p.single_segment = True  # one pass per chunk; an unfinished tail is given back (ChunkPlanner)
         p.token_timestamps = self.timing == "tokens"
         p.suppress_nst = True  # no "[MUSIC]"-style non-speech tokens in a transcript
         p.language = language if language is not None else "auto"
         return p
 
     def _run(
-        self, signal: np.ndarray, chunk: Chunk, language: str | None, n_threads: int, cancel: threading.Event | None
-    ) -> tuple[list[Segment], str | None]:
+        self, signal: np.ndarray, language: str | None, n_threads: int, cancel: threading.Event | None
+    ) -> tuple[list[RawSegment], str | None]:
         pw = self._pw
         with self._lock:
             if self._ctx is None:
@@ -649,22 +724,37 @@ class Transcriber:
                 lid = pw.whisper_full_lang_id(self._ctx)
                 detected = pw.whisper_lang_str(lid) if lid >= 0 else None
             raw = self._collect()
-        return self._to_segments(raw, chunk), detected
+        return raw, detected
 
-    def _collect(self) -> list[tuple[float, float, str, list[Token]]]:
-        """Segments of the last whisper_full: (t0, t1, text, tokens), times in chunk seconds."""
+    def _collect(self) -> list[RawSegment]:
+        """The last whisper_full's output cut into segments at its timestamp tokens.
+
+        whisper runs with ``single_segment`` (so it never makes a second encoder pass over a
+        chunk's last seconds); the timestamp tokens it still predicts mark the segments. A
+        segment with no closing timestamp is left open (``t1`` None).
+        """
         pw, ctx = self._pw, self._ctx
-        out = []
+        out: list[RawSegment] = []
+        t_open: float | None = None
+        toks: list[Token] = []
+
+        def close(t1: float | None) -> None:
+            text = b"".join(t.text for t in toks).decode("utf-8", errors="replace").strip()
+            if text:
+                out.append(RawSegment(t_open if t_open is not None else 0.0, t1, text, list(toks)))
+            toks.clear()
+
         for i in range(pw.whisper_full_n_segments(ctx)):
-            t0 = pw.whisper_full_get_segment_t0(ctx, i) / 100.0
-            t1 = pw.whisper_full_get_segment_t1(ctx, i) / 100.0
-            text = pw.whisper_full_get_segment_text(ctx, i)
-            text = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
-            toks = []
             for j in range(pw.whisper_full_n_tokens(ctx, i)):
                 d = pw.whisper_full_get_token_data(ctx, i, j)
+                if d.id >= self._beg:  # a timestamp token: closes the open segment or opens one
+                    t = (d.id - self._beg) * 0.02
+                    if toks:
+                        close(t)
+                    t_open = t
+                    continue
                 if d.id >= self._eot:
-                    continue  # special and timestamp tokens
+                    continue  # other special tokens
                 toks.append(
                     Token(
                         pw.whisper_token_to_bytes(ctx, d.id),
@@ -674,25 +764,23 @@ class Transcriber:
                         d.t1 / 100.0,
                     )
                 )
-            out.append((t0, t1, text.strip(), toks))
+        if toks:
+            close(None)
         return out
 
-    def _to_segments(self, raw: list[tuple[float, float, str, list[Token]]], chunk: Chunk) -> list[Segment]:
+    def _to_segments(self, raw: list[RawSegment], chunk: Chunk, end_of_chunk: float) -> list[Segment]:
         segments: list[Segment] = []
-        end_of_chunk = chunk.length
-        for k, (t0, t1, text, toks) in enumerate(raw):
-            if not text:
-                continue
+        for k, seg in enumerate(raw):
             nxt = None
-            for _, _, _, later in raw[k + 1:]:
-                if later and later[0].t_dtw is not None:
-                    nxt = later[0].t_dtw
+            for later in raw[k + 1:]:
+                if later.tokens and later.tokens[0].t_dtw is not None:
+                    nxt = later.tokens[0].t_dtw
                     break
             if nxt is None and self.timing == "dtw":
                 # last word of the chunk: close it at the end of the speech it starts in
                 nxt = end_of_chunk
             words = []
-            for wtext, ws, we, wp in tokens_to_words(toks, nxt, self.timing):
+            for wtext, ws, we, wp in tokens_to_words(seg.tokens, nxt, self.timing):
                 if ws is None or we is None:
                     words.append(Word(wtext, None, None, round(wp, 4)))
                     continue
@@ -706,8 +794,9 @@ class Transcriber:
             if timed:
                 start, end = timed[0].start, max(w.end for w in timed if w.end is not None)
             else:
-                start, end = chunk.to_source(t0, "next"), chunk.to_source(t1, "prev")
-            segments.append(Segment(start, max(start, end), text, None, words))
+                t1 = seg.t1 if seg.t1 is not None else end_of_chunk
+                start, end = chunk.to_source(seg.t0, "next"), chunk.to_source(t1, "prev")
+            segments.append(Segment(start, max(start, end), seg.text, None, words))
         return segments
 
 

@@ -60,6 +60,9 @@ MIN_CHUNK_SECONDS = 2.0  # a shorter tail joins the previous chunk
 SECOND_VOICE_SECONDS = 2.0
 SECOND_VOICE_SHARE = 0.15
 MAX_NAME_LENGTH = 100
+# The CAM++ export whispdiar ships (models/manifest.json "campplus"), for migration m003.
+CAMPPLUS_STEM = "campplus_cn_en_common"
+CAMPPLUS_SHA256 = "8e8dce3af38d6df43634a4a0d6ee833a0454c90cefc5dd29b94b11845fc2849d"
 
 Warn = Callable[[str], None]
 
@@ -101,10 +104,20 @@ def _m002_indexes(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX embeddings_sample ON embeddings(sample_id)")
 
 
+def _m003_model_id_by_content(db: sqlite3.Connection) -> None:
+    # Model ids were the ONNX file stem; now ``stem@sha256[:12]``. Every CAM++ file we
+    # ever shipped is the one deterministic export, so old rows name exactly that file.
+    db.execute(
+        "UPDATE samples SET model_id = ? WHERE model_id = ?",
+        (f"{CAMPPLUS_STEM}@{CAMPPLUS_SHA256[:12]}", CAMPPLUS_STEM),
+    )
+
+
 # Append only: a migration, once released, is never edited or reordered.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("m001_create_tables", _m001_create_tables),
     ("m002_indexes", _m002_indexes),
+    ("m003_model_id_by_content", _m003_model_id_by_content),
 ]
 
 

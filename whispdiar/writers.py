@@ -82,13 +82,23 @@ class Writer:
 # ----------------------------------------------------------------------------- txt / tsv
 
 
+def _speaker_legend(result: Result) -> str:
+    """``Jan 0.82, Anna 0.71, Speaker 3 0.64``: every speaker with its confidence."""
+    parts = []
+    for sp in result.speakers:
+        conf = "" if sp.confidence is None else f" {sp.confidence:.2f}"
+        parts.append(f"{_one_line(sp.name)}{conf}")
+    return ", ".join(parts)
+
+
 class TxtWriter(Writer):
-    """``[00:05.20] Anna: text`` -- one line per speaker turn (segment)."""
+    """``[00:05.20] Anna: text`` -- one line per speaker turn (segment), after a
+    ``# speakers: Anna 0.82, Speaker 2 0.64`` line giving each speaker's confidence."""
 
     name = extension = "txt"
 
     def render(self, result: Result) -> str:
-        lines = []
+        lines = [f"# speakers: {_speaker_legend(result)}"] if result.speakers else []
         for s in result.segments:
             text = _one_line(s.text)
             if not text:
@@ -99,15 +109,19 @@ class TxtWriter(Writer):
 
 
 class TsvWriter(Writer):
-    """Header ``start end speaker text``; seconds with 3 decimals; empty speaker if unknown."""
+    """Header ``start end speaker text confidence``; seconds with 3 decimals; empty speaker
+    (and confidence) if unknown. The confidence is the speaker's, not the words'."""
 
     name = extension = "tsv"
 
     def render(self, result: Result) -> str:
-        rows = ["start\tend\tspeaker\ttext"]
+        rows = ["start\tend\tspeaker\ttext\tconfidence"]
+        conf = {sp.label: sp.confidence for sp in result.speakers}
         for s in result.segments:
             who = result.speaker_name(s.speaker) or ""
-            rows.append(f"{s.start:.3f}\t{s.end:.3f}\t{_one_line(who)}\t{_one_line(s.text)}")
+            c = conf.get(s.speaker) if s.speaker is not None else None
+            rows.append(f"{s.start:.3f}\t{s.end:.3f}\t{_one_line(who)}\t{_one_line(s.text)}\t"
+                        + ("" if c is None else f"{c:.3f}"))
         return "\n".join(rows) + "\n"
 
 
@@ -183,12 +197,13 @@ class RttmWriter(Writer):
 
     def render(self, result: Result) -> str:
         uri = Path(result.audio).stem or "audio"
+        conf = {sp.name: sp.confidence for sp in result.speakers}
         if result.turns:
             turns = [Turn(t.start, t.end, result.speaker_name(t.speaker) or t.speaker) for t in result.turns]
         else:
             turns = [Turn(s.start, s.end, result.speaker_name(s.speaker) or "unknown")
                      for s in result.segments if s.end > s.start]
-        return format_rttm(turns, uri)
+        return format_rttm(turns, uri, conf)
 
 
 # ----------------------------------------------------------------------------- subtitles
@@ -333,6 +348,8 @@ class VttWriter(Writer):
 
     def render(self, result: Result) -> str:
         blocks = ["WEBVTT"]
+        if result.speakers:  # a NOTE is a WebVTT comment: players do not show it
+            blocks.append(f"NOTE speakers: {_vtt_escape(_speaker_legend(result))}")
         for c in make_cues(result, self.limits):
             lines = [_vtt_escape(line) for line in _balanced(_one_line(c.text), self.limits.max_line)]
             if c.speaker:
