@@ -68,6 +68,23 @@ def test_turns_from_frames_fill_gaps_and_drop_short():
     assert len(merged) == 1 and merged[0].start < merged[0].end
 
 
+def test_fbank_stream_slices_equal_fbank_of_the_slice(data_dir: Path):
+    from whispdiar.embedding import FbankStream, fbank
+
+    x, _ = sf.read(data_dir / "jfk.wav", dtype="float32")
+    stream = FbankStream()
+    for a in range(0, len(x), 7_000):  # fed in pieces that ignore the frame grid
+        stream.feed(x[a:a + 7_000])
+    for first in (0, 37, 250):
+        n = 300
+        alone = fbank(x[first * 160:(first + n - 1) * 160 + 400])  # the same samples, computed alone
+        assert np.array_equal(stream.frames(first, first + n), alone)
+    stream.drop_before(250)
+    with pytest.raises(IndexError):
+        stream.frames(249, 260)
+    assert stream.frames(250, 260).shape == (10, 80)
+
+
 def test_bad_hints_raise_before_work(tmp_path: Path):
     d = object.__new__(Diarizer)  # no models needed: hints are checked first
     with pytest.raises(UsageError):

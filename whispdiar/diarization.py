@@ -37,6 +37,8 @@ from .clustering import (
     constrained_assignment,
     l2_normalize,
 )
+from .embedding import FRAME_SHIFT as FBANK_SHIFT
+from .embedding import FbankStream
 from .errors import AudioError, ModelError
 from .records import Turn
 from .segmentation import (
@@ -225,15 +227,18 @@ class Diarizer:
         acc = _Accumulator()
         batch: list[Window] = []
         step = step_to_samples(cfg.step)
+        feats = FbankStream()  # one fbank over the stream, sliced per window
         for window in sliding_windows(blocks, step):
             batch.append(window)
             if len(batch) >= cfg.batch_size:
-                self._process(batch, acc, cancel)
+                self._process(batch, acc, cancel, feats)
+                if feats is not None:
+                    feats.drop_before((batch[-1].start_sample + step) // FBANK_SHIFT - 1)
                 batch = []
                 if progress is not None:
                     progress(min(total, blocks.samples / SAMPLE_RATE), total)
         if batch:
-            self._process(batch, acc, cancel)
+            self._process(batch, acc, cancel, feats)
         n = blocks.samples
         if n == 0:
             raise AudioError("no audio samples")
@@ -255,7 +260,8 @@ class Diarizer:
             count=count,
         )
 
-    def _process(self, batch: list[Window], acc: _Accumulator, cancel: threading.Event | None) -> None:
+    def _process(self, batch: list[Window], acc: _Accumulator, cancel: threading.Event | None,
+                 feats: FbankStream | None = None) -> None:
         _check(cancel)
         cfg = self.config
         segs = self.segmenter(np.stack([w.samples for w in batch]))
@@ -272,7 +278,7 @@ class Diarizer:
             chosen = [(s, _choose_frames(seg[:, s], clean[:, s], region, min_frames, region_frames))
                       for s in range(LOCAL_SPEAKERS)]
             chosen = [(s, m) for s, m in chosen if m is not None]
-            jobs.append((w.samples, [m for _, m in chosen]))
+            jobs.append((self.embedder.window_features(w, feats), [m for _, m in chosen]))
             who.append([s for s, _ in chosen])
             acc.starts.append(w.start_frame)
             acc.segs.append(seg)
@@ -466,7 +472,7 @@ class WindowEmbedder:
     """
 
     def __init__(self, model_path: str | Path, threads: int = 2):
-        from .embedding import SpeakerEmbedder, fbank
+        from .embedding import SpeakerEmbedder, fbank, num_frames
 
         path = Path(model_path)
         if not path.is_file():
@@ -477,14 +483,31 @@ class WindowEmbedder:
             raise ModelError(f"{path}: cannot load ONNX model ({str(e).splitlines()[0]})") from None
         self._fbank = fbank
         self.dim = int(self.model.dim)
-        self._seg_index = _fbank_to_segmentation_frames(len(fbank(np.zeros(WINDOW_SAMPLES, np.float32))))
+        self._window_frames = num_frames(WINDOW_SAMPLES)
+        self._seg_index = _fbank_to_segmentation_frames(self._window_frames)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="embed") if threads > 1 else None
 
-    def embed_masked(self, samples: np.ndarray, masks: list[np.ndarray]) -> list[np.ndarray]:
-        """One embedding per segmentation-frame mask ([NUM_FRAMES] bool) of one window."""
+    def window_features(self, window: Window, stream: FbankStream | None = None) -> np.ndarray:
+        """The window's fbank: sliced from ``stream`` (fed here as windows arrive, in
+        order), else computed on the window alone.
+
+        Windows start on the segmentation grid (270-sample frames), fbank frames on a
+        160-sample grid: the slice starts at the nearest fbank frame, at most 5 ms off,
+        well under one 17 ms segmentation frame (the resolution of the speaker masks).
+        """
+        if stream is None:
+            return self._fbank(window.samples)
+        start = window.start_sample
+        # nearest frame: at most 80 samples past the window start, so the slice's last
+        # frame still ends inside the window (997 * 160 + 400 + 80 = 160000 samples)
+        first = (start + FBANK_SHIFT // 2) // FBANK_SHIFT
+        stream.feed(window.samples[max(0, stream.fed - start):])
+        return stream.frames(first, first + self._window_frames)
+
+    def embed_masked(self, feats: np.ndarray, masks: list[np.ndarray]) -> list[np.ndarray]:
+        """One embedding per segmentation-frame mask ([NUM_FRAMES] bool) of one window's fbank."""
         if not masks:
             return []
-        feats = self._fbank(samples)
         index = self._seg_index if len(self._seg_index) == len(feats) else _fbank_to_segmentation_frames(len(feats))
         return [self.model.embed_features(feats[m[index]]) for m in masks]
 

@@ -103,6 +103,46 @@ def fbank(wave: np.ndarray) -> np.ndarray:
     return feats
 
 
+class FbankStream:
+    """The fbank of one long stream, computed once as audio arrives, read by frame range.
+
+    Overlapping analysis windows (10 s every 2.5 s) would otherwise featurise every
+    sample four times. Frame ``i`` covers samples ``[160 i, 160 i + 400)`` of the stream;
+    its value depends on those samples only, so a slice equals the fbank of the same
+    samples computed alone. Frames before ``drop_before`` are released.
+    """
+
+    def __init__(self) -> None:
+        self._computer = knf.OnlineFbank(_FBANK_OPTS)
+        self.fed = 0  # samples accepted so far
+        self._buf = np.zeros((0, NUM_MEL_BINS), np.float32)
+        self._first = 0  # stream frame index of self._buf[0]
+
+    def feed(self, samples: np.ndarray) -> None:
+        if len(samples):
+            self._computer.accept_waveform(SAMPLE_RATE, np.asarray(samples, np.float32).tolist())
+            self.fed += len(samples)
+        have = self._first + len(self._buf)
+        ready = self._computer.num_frames_ready
+        if ready > have:
+            new = np.array([self._computer.get_frame(i) for i in range(have, ready)], np.float32)
+            self._buf = np.concatenate([self._buf, new]) if len(self._buf) else new
+
+    def frames(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``[start, stop)`` (stream indices); all must be computed and kept."""
+        if start < self._first or stop > self._first + len(self._buf):
+            raise IndexError(f"fbank frames {start}-{stop} not available "
+                             f"(have {self._first}-{self._first + len(self._buf)})")
+        return self._buf[start - self._first: stop - self._first]
+
+    def drop_before(self, frame: int) -> None:
+        k = min(max(0, frame - self._first), len(self._buf))
+        if k:
+            self._buf = self._buf[k:]
+            self._first += k
+            self._computer.pop(k)
+
+
 def l2_normalize(x: np.ndarray, axis: int = -1, eps: float = 1e-12) -> np.ndarray:
     """Scale vectors to unit length along ``axis``."""
     x = np.asarray(x, dtype=np.float32)
