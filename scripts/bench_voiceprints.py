@@ -257,6 +257,9 @@ def main() -> None:
     model_id = embedding_model_id(diarizer)
 
     # ---- split utterances: enrollment vs meeting material
+    from whispdiar.vad import SileroVad
+
+    vad = SileroVad(mm.default_vad(), threads=1)  # the meetings' reference turns are Silero speech
     readers = sorted(p for p in args.source.iterdir() if p.is_dir())
     enroll_files: dict[str, list[Path]] = {}
     voices = []
@@ -272,11 +275,12 @@ def main() -> None:
                 secs += d_f
         enroll_files[d.name] = chosen
         rest = [f for f in files if f not in chosen]
-        utts = []
+        utts, probs = [], []
         for f in rest:
             x, _ = sf.read(f, dtype="float32")
             utts.append(x / max(1e-4, float(np.sqrt(np.mean(x**2)))) * 0.05)
-        voices.append(mm.Voice(d.name, utts))
+            probs.append(vad.probabilities(x))
+        voices.append(mm.Voice(d.name, utts, probs))
     print("enrollment:", {k: [f.name for f in v] for k, v in enroll_files.items()}, file=sys.stderr)
 
     # ---- enroll everyone

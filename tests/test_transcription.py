@@ -272,11 +272,28 @@ def test_cancel_between_chunks(tiny, data_dir: Path):
         tiny.transcribe(data_dir / "jfk.wav", cancel=ev)
 
 
-def test_more_threads_only_while_they_pay_off():
-    from whispdiar.transcription import _pick_threads
+@pytest.mark.slow
+def test_two_lanes_decode_chunks_side_by_side(whisper_tiny_en_path, vad_model_path, data_dir: Path,
+                                              tmp_path: Path):
+    """72 s of LibriSpeech (3+ chunks): two lanes load a second context and give the same
+    transcript as one lane, in time order."""
+    import difflib
 
-    assert _pick_threads(2, {}) == 2
-    assert _pick_threads(2, {1: 10.0}) == 2  # not tried yet: try it
-    assert _pick_threads(2, {1: 10.0, 2: 11.0}) == 1  # busy machine: a 2nd thread did not help
-    assert _pick_threads(2, {1: 10.0, 2: 17.0}) == 2
-    assert _pick_threads(1, {1: 10.0, 2: 11.0}) == 1
+    from whispdiar.transcription import Transcriber
+    from whispdiar.vad import SileroVad
+
+    parts = [sf.read(f, dtype="float32")[0] for f in sorted(data_dir.glob("ls-*.flac"))]
+    gap = np.zeros(8000, np.float32)
+    wav = tmp_path / "ls.wav"
+    sf.write(wav, np.concatenate([np.concatenate([x, gap]) for x in parts]), 16000)
+    vad = SileroVad(vad_model_path)
+    got = {}
+    for lanes in (1, 2):
+        with Transcriber(whisper_tiny_en_path, threads=2, vad=vad, lanes=lanes) as tr:
+            r = tr.transcribe(wav)
+            assert len(tr._contexts) == lanes
+        starts = [s.start for s in r.segments]
+        assert starts == sorted(starts)
+        got[lanes] = [t for s in r.segments for w in s.words for t in _norm(w.text)]
+    assert len(got[1]) > 150
+    assert difflib.SequenceMatcher(None, got[1], got[2], autojunk=False).ratio() > 0.95

@@ -11,8 +11,10 @@
 Threads: whisper.cpp and onnxruntime both release the GIL, so diarization runs in a
 worker thread while whisper decodes in the caller's thread. The cores are split
 between them (whisper gets the larger half: it is the slower engine). With
-``rebalance=True`` whisper, which works chunk by chunk, takes the diarizer's cores back
-once diarization is finished (kept only while measured to be faster).
+``rebalance=True`` (the default) whisper, which works chunk by chunk, takes the
+diarizer's cores back once diarization is finished: with 2 cores it then decodes two
+chunks at once, one core each (``Transcriber(lanes=2)``: a second copy of the model,
+~0.4 GB for base, for more throughput than one chunk on two threads: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -122,9 +124,9 @@ class Pipeline:
         segmentation/embedding paths may be None). ``vad_model`` (Silero ONNX) is optional
         but recommended: without it whisper gets fixed blocks cut at quiet points."""
         self.threads = threads or os.cpu_count() or 1
-        # Give whisper the diarizer's cores once it is done (probed per chunk, kept only if
-        # faster). Off by default: on a busy machine ggml's spinning threads made the
-        # parallel run slower (docs/benchmarks.md, "Transcription").
+        # Give whisper the diarizer's cores once it is done. (It was off by default while
+        # whisper used them as extra threads of one decode: on a busy machine ggml's spinning
+        # threads made that slower; two single-thread lanes do not spin-wait on each other.)
         self.rebalance = rebalance
         self.diarize = diarize and segmentation_model is not None and embedding_model is not None
         if diarize and not self.diarize:

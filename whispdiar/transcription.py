@@ -28,10 +28,10 @@ import math
 import os
 import struct
 import threading
-import time
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -550,10 +550,13 @@ class Transcriber:
         timing: str = "dtw",
         beam_size: int = 0,
         refine: bool = True,
+        lanes: int = 2,
     ):
         """``timing``: "dtw" (default: alignment-head DTW word times), "tokens" (whisper's own
         token timestamps, less accurate), or "none" (no word times: segment level only).
-        ``refine``: correct the DTW lag and snap word times onto VAD speech (needs ``vad``)."""
+        ``refine``: correct the DTW lag and snap word times onto VAD speech (needs ``vad``).
+        ``lanes``: at most this many chunks decoded at once, each by its own whisper.cpp
+        context (a second copy of the model, loaded when first needed), see ``transcribe``."""
         if timing not in ("dtw", "tokens", "none"):
             raise ValueError(f"timing must be dtw, tokens or none, not {timing!r}")
         import _pywhispercpp as pw
@@ -566,6 +569,7 @@ class Transcriber:
         self.timing = timing
         self.beam_size = beam_size
         self.refine = refine
+        self.lanes = max(1, lanes)
         _quiet_whisper_logs()
         cp = pw.whisper_context_default_params()
         cp.use_gpu = False
@@ -573,25 +577,55 @@ class Transcriber:
         if timing == "dtw":
             cp.dtw_token_timestamps = True
             cp.dtw_aheads_preset = _aheads_preset(pw, self.header)
-        try:
-            self._ctx = pw.whisper_init_from_file_with_params(str(self.path), cp)
-        except Exception as e:  # the binding raises RuntimeError/ValueError variants
-            raise ModelError(f"{self.path}: whisper.cpp could not load it ({e})") from None
-        if self._ctx is None:
-            raise ModelError(f"{self.path}: whisper.cpp could not load it (corrupt or unsupported file)")
-        self.multilingual = bool(pw.whisper_is_multilingual(self._ctx))
-        self._eot = pw.whisper_token_eot(self._ctx)
-        self._beg = pw.whisper_token_beg(self._ctx)
-        self._lock = threading.Lock()  # one whisper context decodes one thing at a time
+        self._cp = cp
+        self._lock = threading.Lock()  # guards the context lists
+        self._contexts: list = []  # every loaded context
+        self._idle: list = []  # contexts not decoding right now
+        ctx = self._load_context()
+        self.multilingual = bool(pw.whisper_is_multilingual(ctx))
+        self._eot = pw.whisper_token_eot(ctx)
+        self._beg = pw.whisper_token_beg(ctx)
 
     @property
     def name(self) -> str:
         return self.header.name
 
     def close(self) -> None:
-        ctx, self._ctx = getattr(self, "_ctx", None), None
-        if ctx is not None:
+        lock = getattr(self, "_lock", None)
+        if lock is None:
+            return  # __init__ failed before any context existed
+        with lock:
+            contexts, self._contexts, self._idle = self._contexts, [], []
+        for ctx in contexts:
             self._pw.whisper_free(ctx)
+
+    def _load_context(self):  # noqa: ANN202 - binding handle
+        try:
+            ctx = self._pw.whisper_init_from_file_with_params(str(self.path), self._cp)
+        except Exception as e:  # the binding raises RuntimeError/ValueError variants
+            raise ModelError(f"{self.path}: whisper.cpp could not load it ({e})") from None
+        if ctx is None:
+            raise ModelError(f"{self.path}: whisper.cpp could not load it (corrupt or unsupported file)")
+        with self._lock:
+            self._contexts.append(ctx)
+            self._idle.append(ctx)
+        return ctx
+
+    def _acquire(self):  # noqa: ANN202
+        """An idle context, loading another copy of the model if none is idle."""
+        with self._lock:
+            if not self._contexts:
+                raise RuntimeError("transcriber is closed")
+            if self._idle:
+                return self._idle.pop()
+        self._load_context()
+        with self._lock:
+            return self._idle.pop()
+
+    def _release(self, ctx) -> None:  # noqa: ANN001
+        with self._lock:
+            if any(c is ctx for c in self._contexts):
+                self._idle.append(ctx)
 
     def __enter__(self) -> Transcriber:
         return self
@@ -647,29 +681,42 @@ class Transcriber:
         if progress:
             progress("transcribe", 0.0, total)
         segments: list[Segment] = []
-        speed: dict[int, float] = {}  # threads -> audio seconds decoded per wall second (last chunk)
-        for chunk in planner:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled()
-            signal = self._chunk_signal(path, chunk)
-            allowed = max(1, threads() if threads is not None else self.threads)
-            n_threads = _pick_threads(allowed, speed)
-            t0 = time.perf_counter()
-            raw, detected = self._run(signal, language=lang, n_threads=n_threads, cancel=cancel)
-            speed[n_threads] = chunk.length / max(1e-6, time.perf_counter() - t0)
-            end = chunk.length
-            closed = [s for s in raw if s.t1 is not None]
-            if closed and closed[-1].t1 < chunk.length - 1.0:
-                given = planner.give_back(chunk, closed[-1].t1)
-                if given:
-                    raw, end = closed, closed[-1].t1  # the open tail is decoded again in the next chunk
-                    done -= given
-            if lang is None and detected is not None and raw:
-                lang = detected  # detect once on the first chunk with speech, then keep it
-            segments.extend(self._to_segments(raw, chunk, end))
-            done += chunk.speech
-            if progress:
-                progress("transcribe", done, total)
+        stop = threading.Event()  # set on the way out: running decodes abort at their next encoder pass
+        running: dict[Future, Chunk] = {}
+        with ThreadPoolExecutor(self.lanes, thread_name_prefix="whisper") as pool:
+            try:
+                while True:
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled()
+                    allowed = max(1, threads() if threads is not None else self.threads)
+                    # Until the language is known, one chunk at a time (the first one detects it).
+                    lanes = 1 if lang is None else min(self.lanes, allowed)
+                    while len(running) < lanes and (chunk := planner.next()) is not None:
+                        signal = self._chunk_signal(path, chunk)
+                        fut = pool.submit(self._run, signal, lang, max(1, allowed // lanes), cancel, stop)
+                        running[fut] = chunk
+                    if not running:
+                        break
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in sorted(finished, key=lambda f: running[f].pieces[0].start):
+                        chunk = running.pop(fut)
+                        raw, detected = fut.result()
+                        end = chunk.length
+                        closed = [r for r in raw if r.t1 is not None]
+                        if closed and closed[-1].t1 < chunk.length - 1.0:
+                            given = planner.give_back(chunk, closed[-1].t1)
+                            if given:
+                                raw, end = closed, closed[-1].t1  # the open tail is decoded again later
+                                done -= given
+                        if lang is None and detected is not None and raw:
+                            lang = detected  # detected once on the first chunk with speech, then kept
+                        segments.extend(self._to_segments(raw, chunk, end))
+                        done += chunk.speech
+                        if progress:
+                            progress("transcribe", done, total)
+            finally:
+                stop.set()  # on an error or cancel: do not wait for other lanes' full decodes
+        segments.sort(key=lambda seg: seg.start)
         lag = 0.0
         if self.refine and self.timing == "dtw" and self.vad is not None and probs is not None:
             lag = refine_word_times(segments, probs)
@@ -706,34 +753,36 @@ class Transcriber:
         return p
 
     def _run(
-        self, signal: np.ndarray, language: str | None, n_threads: int, cancel: threading.Event | None
+        self, signal: np.ndarray, language: str | None, n_threads: int,
+        cancel: threading.Event | None, stop: threading.Event,
     ) -> tuple[list[RawSegment], str | None]:
+        """Decode one chunk on an idle context (called in a worker thread)."""
         pw = self._pw
-        with self._lock:
-            if self._ctx is None:
-                raise RuntimeError("transcriber is closed")
+        ctx = self._acquire()
+        try:
             params = self._params(language, n_threads)
-            if cancel is not None:
-                # Called before each encoder pass; returning False aborts whisper_full early.
-                pw.assign_encoder_begin_callback(params, lambda *_: not cancel.is_set())
-            pw.whisper_full(self._ctx, params, signal, len(signal))
-            if cancel is not None and cancel.is_set():
+            # Called before each encoder pass; returning False aborts whisper_full early.
+            pw.assign_encoder_begin_callback(
+                params, lambda *_: not (stop.is_set() or (cancel is not None and cancel.is_set())))
+            pw.whisper_full(ctx, params, signal, len(signal))
+            if stop.is_set() or (cancel is not None and cancel.is_set()):
                 raise Cancelled()
             detected = None
             if language is None:
-                lid = pw.whisper_full_lang_id(self._ctx)
+                lid = pw.whisper_full_lang_id(ctx)
                 detected = pw.whisper_lang_str(lid) if lid >= 0 else None
-            raw = self._collect()
-        return raw, detected
+            return self._collect(ctx), detected
+        finally:
+            self._release(ctx)
 
-    def _collect(self) -> list[RawSegment]:
+    def _collect(self, ctx) -> list[RawSegment]:  # noqa: ANN001 - binding handle
         """The last whisper_full's output cut into segments at its timestamp tokens.
 
         whisper runs with ``single_segment`` (so it never makes a second encoder pass over a
         chunk's last seconds); the timestamp tokens it still predicts mark the segments. A
         segment with no closing timestamp is left open (``t1`` None).
         """
-        pw, ctx = self._pw, self._ctx
+        pw = self._pw
         out: list[RawSegment] = []
         t_open: float | None = None
         toks: list[Token] = []
@@ -798,17 +847,6 @@ class Transcriber:
                 start, end = chunk.to_source(seg.t0, "next"), chunk.to_source(t1, "prev")
             segments.append(Segment(start, max(start, end), seg.text, None, words))
         return segments
-
-
-def _pick_threads(allowed: int, speed: dict[int, float]) -> int:
-    """Threads for the next chunk: ``allowed``, unless more threads were measured not to
-    pay off (<20 % faster than the fewest tried). ggml's worker threads spin while they
-    wait, so on a busy machine a second thread can make whisper slower, not faster."""
-    if allowed in speed and len(speed) > 1:
-        base = min(speed)
-        if allowed > base and speed[allowed] < 1.2 * speed[base]:
-            return base
-    return allowed
 
 
 def _tidy_word_times(words: list[Word], chunk: Chunk) -> None:
