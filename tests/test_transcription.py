@@ -95,6 +95,25 @@ def test_give_back_requeues_the_tail_once():
     assert planner.give_back(c, 9.5) == 0.0 and planner.next() is None
 
 
+def test_with_two_lanes_a_tail_leads_the_chunk_after_next():
+    regions = [SpeechRegion(i * 30.0, i * 30.0 + 28.0) for i in range(4)]  # one chunk each
+    planner = ChunkPlanner(regions, None, max_seconds=29.0, lead_in=0.0, delay=2)
+    c0, c1 = planner.next(), planner.next()
+    assert (c0.index, c1.index) == (0, 1)
+    assert not planner.may_plan(completed := {1})  # chunk 2 waits for chunk 0, even if 1 is done
+    assert planner.give_back(c0, 20.0) == pytest.approx(8.0)
+    completed.add(0)
+    assert planner.may_plan(completed)
+    c2 = planner.next()
+    assert c2.pieces[0] == Piece(20.0, 28.0, 0.0)  # chunk 0's tail, then the third region
+    assert c2.pieces[1].start == 60.0
+    # the last tail is planned even when the regions have run out
+    rest = [c for c in planner]
+    assert planner.give_back(rest[-1], 2.0) == pytest.approx(4.4)
+    assert planner.next().pieces[0].start == pytest.approx(113.6)
+    assert planner.next() is None
+
+
 def test_chunk_maps_packed_time_back_and_snaps_in_inserted_silence():
     c = Chunk([Piece(10.0, 12.0, 0.0), Piece(50.0, 53.0, 2.2)])
     assert c.length == pytest.approx(5.2)

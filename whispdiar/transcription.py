@@ -165,6 +165,7 @@ class Piece:
 @dataclass(slots=True)
 class Chunk:
     pieces: list[Piece] = field(default_factory=list)
+    index: int = 0  # position in the plan
 
     @property
     def length(self) -> float:
@@ -229,7 +230,11 @@ class ChunkPlanner:
     ``give_back``: whisper sometimes ends its output before the end of a chunk (an early
     end-of-text, or a last segment it left open). Plain whisper.cpp then runs a second
     30 s encoder pass over the few seconds left; here that audio goes back to the queue and
-    leads the next chunk instead. Audio is given back at most once, so the plan always ends.
+    leads a later chunk instead. Audio is given back at most once, so the plan always ends.
+
+    Chunks may be decoded ``delay`` at a time. For the same plan whatever the timing, the
+    tail of chunk ``k`` always leads chunk ``k + delay``, and chunk ``j`` may only be
+    planned once chunk ``j - delay`` is finished (``may_plan``).
     """
 
     def __init__(
@@ -241,22 +246,34 @@ class ChunkPlanner:
         merge_gap: float = MERGE_GAP,
         lead_in: float = LEAD_IN,
         fill_min: float = FILL_MIN,
+        delay: int = 1,
     ):
         self.probs = probs
         self.max_seconds = max_seconds
         self.join_silence = join_silence
         self.lead_in = lead_in
         self.fill_min = fill_min
+        self.delay = max(1, delay)
         self._queue: deque[SpeechRegion] = deque(_merge_regions(regions, merge_gap, max_seconds - lead_in))
         self.speech = sum(r.duration for r in self._queue)
-        self._retry_until = -math.inf  # audio before this (recording seconds) was given back once
+        self.planned = 0  # chunks handed out so far
+        self._deferred: dict[int, list[SpeechRegion]] = {}  # chunk index -> tails that lead it
+        self._retried: list[tuple[float, float]] = []  # audio already given back once
 
     def __iter__(self) -> Iterator[Chunk]:
         while (chunk := self.next()) is not None:
             yield chunk
 
+    def may_plan(self, finished: set[int]) -> bool:
+        j = self.planned - self.delay
+        return j < 0 or j in finished
+
     def next(self) -> Chunk | None:
-        cur = Chunk()
+        for i in sorted(k for k in self._deferred if k <= self.planned):
+            self._queue.extendleft(reversed(self._deferred.pop(i)))
+        if not self._queue and self._deferred:  # nothing else left: the next tail leads now
+            self._queue.extend(self._deferred.pop(min(self._deferred)))
+        cur = Chunk(index=self.planned)
         while self._queue:
             r = self._queue[0]
             at = cur.length + self.join_silence if cur.pieces else self.lead_in
@@ -270,21 +287,24 @@ class ChunkPlanner:
                 cur.pieces.append(Piece(r.start, cut, at))
                 self._queue[0] = SpeechRegion(cut, r.end)
             break
-        return cur if cur.pieces else None
+        if not cur.pieces:
+            return None
+        self.planned += 1
+        return cur
 
     def give_back(self, chunk: Chunk, covered: float, min_tail: float = 1.0) -> float:
         """Whisper transcribed ``chunk`` only up to ``covered`` (chunk seconds): queue the
         speech after it again, unless it is under ``min_tail`` seconds or was already
         given back once. Returns the seconds of speech given back (0.0: none)."""
         start = chunk.to_source(covered, "next")
-        if start < self._retry_until:
+        if any(a <= start < b for a, b in self._retried):
             return 0.0
         tail = [SpeechRegion(max(p.start, start), p.end) for p in chunk.pieces if p.end > start]
         seconds = sum(r.duration for r in tail)
         if seconds < min_tail:
             return 0.0
-        self._queue.extendleft(reversed(tail))
-        self._retry_until = chunk.pieces[-1].end
+        self._deferred[chunk.index + self.delay] = tail
+        self._retried.append((start, chunk.pieces[-1].end))
         return seconds
 
 
@@ -675,7 +695,7 @@ class Transcriber:
         duration = info(path).duration
         if regions is None:
             regions, probs = self.speech_regions(path, duration)
-        planner = ChunkPlanner(regions, probs)
+        planner = ChunkPlanner(regions, probs, delay=self.lanes)
         total = planner.speech
         done = 0.0
         if progress:
@@ -683,6 +703,7 @@ class Transcriber:
         segments: list[Segment] = []
         stop = threading.Event()  # set on the way out: running decodes abort at their next encoder pass
         running: dict[Future, Chunk] = {}
+        completed: set[int] = set()  # chunk indices
         with ThreadPoolExecutor(self.lanes, thread_name_prefix="whisper") as pool:
             try:
                 while True:
@@ -691,7 +712,7 @@ class Transcriber:
                     allowed = max(1, threads() if threads is not None else self.threads)
                     # Until the language is known, one chunk at a time (the first one detects it).
                     lanes = 1 if lang is None else min(self.lanes, allowed)
-                    while len(running) < lanes and (chunk := planner.next()) is not None:
+                    while len(running) < lanes and planner.may_plan(completed) and (chunk := planner.next()):
                         signal = self._chunk_signal(path, chunk)
                         fut = pool.submit(self._run, signal, lang, max(1, allowed // lanes), cancel, stop)
                         running[fut] = chunk
@@ -701,6 +722,7 @@ class Transcriber:
                     for fut in sorted(finished, key=lambda f: running[f].pieces[0].start):
                         chunk = running.pop(fut)
                         raw, detected = fut.result()
+                        completed.add(chunk.index)
                         end = chunk.length
                         closed = [r for r in raw if r.t1 is not None]
                         if closed and closed[-1].t1 < chunk.length - 1.0:
