@@ -433,7 +433,7 @@ def enroll(
                 for w in report.warnings:
                     err.print(f"whispdiar: warning: {w}", markup=False)
                 rep.log(f"enrolled {report.name}: {report.speech_seconds:.1f} s of speech from {sample} "
-                        f"({report.embeddings} voiceprint windows)")
+                        f"({report.embeddings} voiceprint window{'s' if report.embeddings != 1 else ''})")
         if failed is not None:
             raise typer.Exit(failed.exit_code)
     except WhispdiarError as e:

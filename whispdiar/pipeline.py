@@ -119,6 +119,7 @@ class Pipeline:
         timing: str = "dtw",
         beam_size: int = 0,
         rebalance: bool = True,
+        lanes: int = 2,
     ):
         """Explicit model files. ``diarize=False`` loads no diarization models (then the
         segmentation/embedding paths may be None). ``vad_model`` (Silero ONNX) is optional
@@ -140,8 +141,9 @@ class Pipeline:
             log.warning("no VAD model: whisper gets fixed blocks; word times are less accurate")
         else:
             self.models["vad"] = Path(vad_model).name
+        # lanes=1 saves a second copy of the whisper model (~0.4 GB for base), ~10 % slower.
         self.transcriber = Transcriber(whisper_model, threads=self.asr_threads, vad=self.vad,
-                                       timing=timing, beam_size=beam_size)
+                                       timing=timing, beam_size=beam_size, lanes=lanes)
         self.models["whisper"] = self.transcriber.name
         self.diarizer = None
         if self.diarize:
