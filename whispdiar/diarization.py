@@ -91,6 +91,9 @@ class DiarizationConfig:
     # hears only one side of the context: weight counts and votes by a Hamming window.
     # Measured: more false alarm than it saves in missed speech, so off by default.
     centre_weighting: bool = False
+    # A frame has n speakers when the windows' mean count reaches n - 1 + count_threshold
+    # (None: numpy's round-half-to-even, pyannote's np.rint).
+    count_threshold: float | None = None
     min_duration_on: float = 0.0  # drop turns shorter than this (s)
     min_duration_off: float = 0.0  # fill gaps shorter than this within one speaker (s)
 
@@ -117,7 +120,7 @@ class Analysis:
     segmentations: np.ndarray  # [W, NUM_FRAMES, 3] uint8 local speaker activity
     embeddings: np.ndarray  # [W, 3, D] float32, NaN where none was computed
     clean_seconds: np.ndarray  # [W, 3] non-overlapped speech of each local speaker
-    count: np.ndarray  # [F] uint8 speakers per global frame
+    count_mean: np.ndarray  # [F] float32 local speaker count averaged over the windows at each frame
 
     @property
     def duration(self) -> float:
@@ -249,7 +252,7 @@ class Diarizer:
         windows_sum = np.zeros(frames, np.float32)
         m = min(frames, len(acc.count_sum))
         count_sum[:m], windows_sum[:m] = acc.count_sum[:m], acc.windows_sum[:m]
-        count = np.rint(count_sum / np.maximum(windows_sum, 1e-6)).astype(np.uint8)
+        count_mean = (count_sum / np.maximum(windows_sum, 1e-6)).astype(np.float32)
         dim = self.embedder.dim
         return Analysis(
             num_samples=n,
@@ -257,7 +260,7 @@ class Diarizer:
             segmentations=np.stack(acc.segs) if acc.segs else np.zeros((0, NUM_FRAMES, 3), np.uint8),
             embeddings=np.stack(acc.embs) if acc.embs else np.zeros((0, LOCAL_SPEAKERS, dim), np.float32),
             clean_seconds=np.stack(acc.clean) if acc.clean else np.zeros((0, LOCAL_SPEAKERS)),
-            count=count,
+            count_mean=count_mean,
         )
 
     def _process(self, batch: list[Window], acc: _Accumulator, cancel: threading.Event | None,
@@ -329,7 +332,7 @@ class Diarizer:
         scores = x @ clustering.centroids.T  # [W, 3, K] cosine similarity
         hard = constrained_assignment(scores, ok)
 
-        frames = len(analysis.count)
+        frames = len(analysis.count_mean)
         votes = np.zeros((frames, k), np.float32)
         weight = _frame_weights(cfg.centre_weighting)
         for start, seg, assigned in zip(analysis.start_frames, analysis.segmentations, hard, strict=True):
@@ -339,7 +342,7 @@ class Diarizer:
             for c in np.unique(assigned[assigned >= 0]):
                 votes[start:end, c] += seg[: end - start, assigned == c].max(axis=1) * weight[: end - start]
 
-        count = analysis.count.astype(np.int64)
+        count = speaker_count(analysis.count_mean, cfg.count_threshold)
         if max_speakers is not None:
             count = np.minimum(count, max_speakers)
         overlap = _top_speakers(votes, count)
@@ -367,6 +370,13 @@ class Diarizer:
 
 
 # --------------------------------------------------------------------- helpers
+def speaker_count(count_mean: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """Speakers per frame from the mean local count over the windows covering it."""
+    if threshold is None:
+        return np.rint(count_mean).astype(np.int64)
+    return np.maximum(0, np.floor(count_mean + 1.0 - threshold)).astype(np.int64)
+
+
 def _check(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():
         raise Cancelled("diarization cancelled")
