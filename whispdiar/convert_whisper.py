@@ -25,13 +25,16 @@ import secrets
 import struct
 import sys
 from collections.abc import Iterator
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
 from whispdiar.errors import ModelError
+from whispdiar.ggml import GGML_F16 as _GGML_F16
+from whispdiar.ggml import GGML_MAGIC as _GGML_MAGIC
+from whispdiar.ggml import HParams
 
 __all__ = ["ConversionError", "convert_ct2_to_ggml", "slaney_mel_filters"]
 
@@ -54,8 +57,7 @@ _CT2_DTYPES: dict[int, np.dtype] = {
 }
 _CT2_F32, _CT2_I8, _CT2_I16, _CT2_F16, _CT2_BF16 = 0, 1, 2, 4, 5
 
-_GGML_MAGIC = 0x67676D6C
-_GGML_F32, _GGML_F16 = 0, 1
+_GGML_F32 = 0
 _GGML_DTYPES = {_GGML_F32: np.dtype("<f4"), _GGML_F16: np.dtype("<f2")}
 
 _SAMPLE_RATE = 16000
@@ -227,33 +229,6 @@ def _read_ct2_index(reader: _PartsReader) -> _Ct2Model:
 # ------------------------------------------------------------------ hyper-parameters
 
 
-@dataclass(frozen=True)
-class _HParams:
-    n_vocab: int
-    n_audio_ctx: int
-    n_audio_state: int
-    n_audio_head: int
-    n_audio_layer: int
-    n_text_ctx: int
-    n_text_state: int
-    n_text_head: int
-    n_text_layer: int
-    n_mels: int
-
-    def values(self) -> tuple[int, ...]:
-        return astuple(self)  # field order is the ggml header order
-
-    @property
-    def multilingual(self) -> bool:
-        return self.n_vocab >= 51865  # whisper.cpp's own test
-
-    @property
-    def n_base_tokens(self) -> int:
-        # whisper.cpp puts <|endoftext|> at 50256 (English-only) or 50257 (multilingual)
-        # and names every id from there on itself; the file carries the ids below it.
-        return 50257 if self.multilingual else 50256
-
-
 def _count_layers(model: _Ct2Model, side: str) -> int:
     pattern = re.compile(rf"^{side}/layer_(\d+)/")
     found = {int(m.group(1)) for name in model.variables if (m := pattern.match(name))}
@@ -265,7 +240,7 @@ def _count_layers(model: _Ct2Model, side: str) -> int:
     return n
 
 
-def _hparams(model: _Ct2Model) -> _HParams:
+def _hparams(model: _Ct2Model) -> HParams:
     def shape(name: str, rank: int) -> tuple[int, ...]:
         s = model.get(name).shape
         if len(s) != rank:
@@ -278,7 +253,7 @@ def _hparams(model: _Ct2Model) -> _HParams:
     conv_state, n_mels, _ = shape("encoder/conv1/weight", 3)
     if not n_text_state == n_audio_state == pos_state == conv_state:
         raise ConversionError("encoder and decoder widths differ (whisper.cpp requires equal widths)")
-    hp = _HParams(
+    hp = HParams(
         n_vocab=n_vocab,
         n_audio_ctx=n_audio_ctx,
         n_audio_state=n_audio_state,
@@ -310,7 +285,7 @@ class _Tensor:
     rows: tuple[int, int] | None = None  # row slice of the source (split fused q/k/v)
 
 
-def _plan(hp: _HParams) -> list[_Tensor]:
+def _plan(hp: HParams) -> list[_Tensor]:
     """Every tensor whisper.cpp loads, in output order (encoder, then decoder)."""
     d = hp.n_audio_state
     out: list[_Tensor] = []
@@ -493,7 +468,7 @@ def _read_vocabulary(path: Path) -> list[str]:
     return lines
 
 
-def _vocabulary_bytes(tokens: list[str], hp: _HParams, path: Path) -> list[bytes]:
+def _vocabulary_bytes(tokens: list[str], hp: HParams, path: Path) -> list[bytes]:
     if len(tokens) != hp.n_vocab:
         raise ConversionError(f"vocabulary {path.name} has {len(tokens)} tokens but the model has {hp.n_vocab}")
     try:
@@ -509,7 +484,7 @@ def _vocabulary_bytes(tokens: list[str], hp: _HParams, path: Path) -> list[bytes
         raise ConversionError(f"vocabulary {path.name} has a non-GPT-2 character {exc.args[0]!r}") from None
 
 
-def _check_config(config: Path, hp: _HParams) -> None:
+def _check_config(config: Path, hp: HParams) -> None:
     """Cross-check faster-whisper's config.json against the weights (inputs from one model)."""
     try:
         data = json.loads(config.read_bytes())
@@ -540,7 +515,7 @@ def _tensor_header(t: _Tensor) -> bytes:
     return struct.pack(f"<iii{len(dims)}i", len(dims), len(name), t.ggml_type, *dims) + name
 
 
-def _ggml_chunks(model: _Ct2Model, hp: _HParams, vocab: list[bytes], plan: list[_Tensor]) -> Iterator[bytes]:
+def _ggml_chunks(model: _Ct2Model, hp: HParams, vocab: list[bytes], plan: list[_Tensor]) -> Iterator[bytes]:
     yield struct.pack("<i", _GGML_MAGIC)
     yield struct.pack("<10i", *hp.values())
     yield struct.pack("<i", _GGML_F16)
@@ -554,7 +529,7 @@ def _ggml_chunks(model: _Ct2Model, hp: _HParams, vocab: list[bytes], plan: list[
         yield _tensor_data(model, t)
 
 
-def _self_check(path: Path, hp: _HParams, n_tokens: int, plan: list[_Tensor]) -> None:
+def _self_check(path: Path, hp: HParams, n_tokens: int, plan: list[_Tensor]) -> None:
     """Re-read the written file's structure as whisper.cpp's loader does: same header,
     every expected tensor with its shape and type, nothing missing, nothing left over."""
     with open(path, "rb") as fh:

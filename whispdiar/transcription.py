@@ -26,7 +26,6 @@ import contextlib
 import logging
 import math
 import os
-import struct
 import threading
 from bisect import bisect_right
 from collections import deque
@@ -39,6 +38,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, info, load, stream
 from .errors import ModelError, UsageError
+from .ggml import WhisperHeader, read_header
 from .records import Segment, Word
 from .vad import FRAME_SECONDS, SileroVad, SpeechRegion, speech_regions
 
@@ -53,7 +53,6 @@ JOIN_SILENCE = 0.2  # zeros inserted between packed regions
 LEAD_IN = 0.3
 MERGE_GAP = 0.6  # regions closer than this are kept together with their real pause
 FILL_MIN = 2.0  # fill a chunk with part of the next region when at least this much room is left
-_GGML_MAGIC = 0x67676D6C
 
 
 class Cancelled(Exception):
@@ -61,53 +60,6 @@ class Cancelled(Exception):
 
 
 # --------------------------------------------------------------------------- model file
-
-
-@dataclass(frozen=True, slots=True)
-class WhisperHeader:
-    n_vocab: int
-    n_audio_ctx: int
-    n_audio_state: int
-    n_audio_head: int
-    n_audio_layer: int
-    n_text_ctx: int
-    n_text_state: int
-    n_text_head: int
-    n_text_layer: int
-    n_mels: int
-    ftype: int
-
-    @property
-    def multilingual(self) -> bool:
-        return self.n_vocab >= 51865
-
-    @property
-    def size(self) -> str:
-        """OpenAI model size guessed from the shape ("tiny", "base", ..., "large-v3")."""
-        by_layers = {4: "tiny", 6: "base", 12: "small", 24: "medium", 32: "large"}
-        name = by_layers.get(self.n_audio_layer, "custom")
-        if name == "large":
-            if self.n_text_layer == 4:
-                return "large-v3-turbo"
-            return "large-v3" if self.n_mels == 128 else "large-v2"
-        return name
-
-    @property
-    def name(self) -> str:
-        s = self.size
-        return s if self.multilingual or s.startswith("large") or s == "custom" else f"{s}.en"
-
-
-def read_header(path: str | os.PathLike[str]) -> WhisperHeader:
-    """Hyper-parameters from a ggml whisper file; ModelError if it is not one."""
-    p = Path(path)
-    if not p.is_file():
-        raise ModelError(f"{p}: whisper model not found")
-    with p.open("rb") as f:
-        raw = f.read(48)
-    if len(raw) < 48 or struct.unpack("<i", raw[:4])[0] != _GGML_MAGIC:
-        raise ModelError(f"{p}: not a whisper.cpp ggml model file")
-    return WhisperHeader(*struct.unpack("<11i", raw[4:48]))
 
 
 def _aheads_preset(pw, header: WhisperHeader):  # noqa: ANN001 - binding enum
