@@ -15,6 +15,8 @@ between them (whisper gets the larger half: it is the slower engine). With
 diarizer's cores back once diarization is finished: with 2 cores it then decodes two
 chunks at once, one core each (``Transcriber(lanes=2)``: a second copy of the model,
 ~0.4 GB for base, for more throughput than one chunk on two threads: docs/benchmarks.md).
+Files of at most ``SHORT_SECONDS`` (one or two whisper chunks) are diarized first instead:
+side by side, whisper would decode them on one core while the other idles.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ class _Either:
 
     def set(self) -> None:
         self._b.set()
+
+
+SHORT_SECONDS = 60.0  # files up to this long are diarized first, then transcribed
 
 
 def split_threads(total: int, diarize: bool) -> tuple[int, int]:
@@ -236,6 +241,11 @@ class Pipeline:
                     name="whispdiar-diarize", daemon=True,
                 )
                 worker.start()
+                if duration <= SHORT_SECONDS and self.rebalance:
+                    # A file of one or two whisper chunks: side by side, whisper would decode
+                    # them on one core while the diarizer needs the other for a second or
+                    # two; diarizing first lets whisper use every core.
+                    worker.join()
             t_asr = time.perf_counter()
             try:
                 transcript = self._transcribe(work, duration, language, progress, either, worker)

@@ -216,6 +216,11 @@ class ChunkPlanner:
         while (chunk := self.next()) is not None:
             yield chunk
 
+    @property
+    def pending(self) -> bool:
+        """Audio left to plan (queued or given back)."""
+        return bool(self._queue or self._deferred)
+
     def may_plan(self, finished: set[int]) -> bool:
         j = self.planned - self.delay
         return j < 0 or j in finished
@@ -666,7 +671,10 @@ class Transcriber:
                     lanes = 1 if lang is None else min(self.lanes, allowed)
                     while len(running) < lanes and planner.may_plan(completed) and (chunk := planner.next()):
                         signal = self._chunk_signal(path, chunk)
-                        fut = pool.submit(self._run, signal, lang, max(1, allowed // lanes), cancel, stop)
+                        # the only chunk left (short files, the end of long ones) gets every thread
+                        alone = not running and not planner.pending
+                        n_threads = allowed if alone else max(1, allowed // lanes)
+                        fut = pool.submit(self._run, signal, lang, n_threads, cancel, stop)
                         running[fut] = chunk
                     if not running:
                         break
