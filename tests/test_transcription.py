@@ -20,7 +20,6 @@ from whispdiar.transcription import (
     Piece,
     Token,
     estimate_lag,
-    plan_chunks,
     read_header,
     refine_word_times,
     speech_mask,
@@ -30,6 +29,11 @@ from whispdiar.transcription import (
 from whispdiar.vad import FRAME_SECONDS, SpeechRegion, speech_regions
 
 # ----------------------------------------------------------------------------- chunk plan
+
+
+def plan_chunks(regions, probs=None, **kw) -> list[Chunk]:  # noqa: ANN001, ANN003
+    """The whole plan at once, nothing given back."""
+    return list(ChunkPlanner(regions, probs, **kw))
 
 
 def test_plan_packs_regions_up_to_the_limit():

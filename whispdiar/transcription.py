@@ -265,19 +265,6 @@ class ChunkPlanner:
         return seconds
 
 
-def plan_chunks(
-    regions: Sequence[SpeechRegion],
-    probs: np.ndarray | None = None,
-    max_seconds: float = MAX_CHUNK_SECONDS,
-    join_silence: float = JOIN_SILENCE,
-    merge_gap: float = MERGE_GAP,
-    lead_in: float = LEAD_IN,
-    fill_min: float = FILL_MIN,
-) -> list[Chunk]:
-    """The whole plan at once (no give-back): see ``ChunkPlanner``."""
-    return list(ChunkPlanner(regions, probs, max_seconds, join_silence, merge_gap, lead_in, fill_min))
-
-
 def energy_probabilities(path: str | os.PathLike[str]) -> np.ndarray:
     """A crude speech-likeness per VAD frame from loudness, for cutting blocks without a VAD."""
     frames: list[np.ndarray] = []
