@@ -88,19 +88,14 @@ def fbank(wave: np.ndarray) -> np.ndarray:
     n = num_frames(wave.shape[0])
     if n == 0:
         return np.zeros((0, NUM_MEL_BINS), dtype=np.float32)
-    computer = knf.OnlineFbank(_FBANK_OPTS)
+    stream = FbankStream()
     # Feed in pieces: the streaming computer gives the same frames, and a long
-    # recording never becomes one giant Python list. (A list converts faster
-    # than an ndarray through knf's pybind11 binding.)
+    # recording never becomes one giant Python list.
     for start in range(0, wave.shape[0], _FEED_SAMPLES):
-        computer.accept_waveform(SAMPLE_RATE, wave[start : start + _FEED_SAMPLES].tolist())
-    computer.input_finished()
-    if computer.num_frames_ready != n:  # guard the frame arithmetic others rely on
-        raise RuntimeError(f"fbank frame count {computer.num_frames_ready} != expected {n}")
-    feats = np.empty((n, NUM_MEL_BINS), dtype=np.float32)
-    for i in range(n):
-        feats[i] = computer.get_frame(i)
-    return feats
+        stream.feed(wave[start : start + _FEED_SAMPLES])
+    if stream.ready != n:  # guard the frame arithmetic others rely on
+        raise RuntimeError(f"fbank frame count {stream.ready} != expected {n}")
+    return stream.frames(0, n)
 
 
 class FbankStream:
@@ -115,31 +110,44 @@ class FbankStream:
     def __init__(self) -> None:
         self._computer = knf.OnlineFbank(_FBANK_OPTS)
         self.fed = 0  # samples accepted so far
-        self._buf = np.zeros((0, NUM_MEL_BINS), np.float32)
-        self._first = 0  # stream frame index of self._buf[0]
+        self._parts: list[np.ndarray] = []  # the kept frames, joined only when read
+        self._first = 0  # stream frame index of the first kept frame
+        self._kept = 0
+
+    @property
+    def ready(self) -> int:
+        """Frames computed so far (stream indices 0 .. ready - 1)."""
+        return self._computer.num_frames_ready
 
     def feed(self, samples: np.ndarray) -> None:
         if len(samples):
+            # a list converts faster than an ndarray through knf's pybind11 binding
             self._computer.accept_waveform(SAMPLE_RATE, np.asarray(samples, np.float32).tolist())
             self.fed += len(samples)
-        have = self._first + len(self._buf)
-        ready = self._computer.num_frames_ready
+        have, ready = self._first + self._kept, self.ready
         if ready > have:
-            new = np.array([self._computer.get_frame(i) for i in range(have, ready)], np.float32)
-            self._buf = np.concatenate([self._buf, new]) if len(self._buf) else new
+            self._parts.append(np.array([self._computer.get_frame(i) for i in range(have, ready)], np.float32))
+            self._kept += ready - have
+
+    def _buffer(self) -> np.ndarray:
+        if len(self._parts) != 1:
+            self._parts = [np.concatenate(self._parts) if self._parts
+                           else np.zeros((0, NUM_MEL_BINS), np.float32)]
+        return self._parts[0]
 
     def frames(self, start: int, stop: int) -> np.ndarray:
         """Frames ``[start, stop)`` (stream indices); all must be computed and kept."""
-        if start < self._first or stop > self._first + len(self._buf):
+        if start < self._first or stop > self._first + self._kept:
             raise IndexError(f"fbank frames {start}-{stop} not available "
-                             f"(have {self._first}-{self._first + len(self._buf)})")
-        return self._buf[start - self._first: stop - self._first]
+                             f"(have {self._first}-{self._first + self._kept})")
+        return self._buffer()[start - self._first: stop - self._first]
 
     def drop_before(self, frame: int) -> None:
-        k = min(max(0, frame - self._first), len(self._buf))
+        k = min(max(0, frame - self._first), self._kept)
         if k:
-            self._buf = self._buf[k:]
+            self._parts = [self._buffer()[k:]]
             self._first += k
+            self._kept -= k
             self._computer.pop(k)
 
 
