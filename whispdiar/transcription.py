@@ -646,12 +646,15 @@ class Transcriber:
             progress("transcribe", 0.0, total)
         segments: list[Segment] = []
         stop = threading.Event()  # set on the way out: running decodes abort at their next encoder pass
+
+        def stopped() -> bool:
+            return stop.is_set() or (cancel is not None and cancel.is_set())
         running: dict[Future, Chunk] = {}
         completed: set[int] = set()  # chunk indices
         with ThreadPoolExecutor(self.lanes, thread_name_prefix="whisper") as pool:
             try:
                 while True:
-                    if cancel is not None and cancel.is_set():
+                    if stopped():
                         raise Cancelled()
                     allowed = max(1, threads() if threads is not None else self.threads)
                     # Until the language is known, one chunk at a time (the first one detects it).
@@ -661,7 +664,7 @@ class Transcriber:
                         # the only chunk left (short files, the end of long ones) gets every thread
                         alone = not running and not planner.pending
                         n_threads = allowed if alone else max(1, allowed // lanes)
-                        fut = pool.submit(self._run, signal, lang, n_threads, cancel, stop)
+                        fut = pool.submit(self._run, signal, lang, n_threads, stopped)
                         running[fut] = chunk
                     if not running:
                         break
@@ -722,8 +725,7 @@ class Transcriber:
         return p
 
     def _run(
-        self, signal: np.ndarray, language: str | None, n_threads: int,
-        cancel: threading.Event | None, stop: threading.Event,
+        self, signal: np.ndarray, language: str | None, n_threads: int, stopped: Callable[[], bool]
     ) -> tuple[list[RawSegment], str | None]:
         """Decode one chunk on an idle context (called in a worker thread)."""
         pw = self._pw
@@ -731,10 +733,9 @@ class Transcriber:
         try:
             params = self._params(language, n_threads)
             # Called before each encoder pass; returning False aborts whisper_full early.
-            pw.assign_encoder_begin_callback(
-                params, lambda *_: not (stop.is_set() or (cancel is not None and cancel.is_set())))
+            pw.assign_encoder_begin_callback(params, lambda *_: not stopped())
             pw.whisper_full(ctx, params, signal, len(signal))
-            if stop.is_set() or (cancel is not None and cancel.is_set()):
+            if stopped():
                 raise Cancelled()
             detected = None
             if language is None:
