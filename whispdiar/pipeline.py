@@ -190,6 +190,8 @@ class Pipeline:
 
     def close(self) -> None:
         self.transcriber.close()
+        if self.diarizer is not None:
+            self.diarizer.close()  # its embedding worker threads
 
     def __enter__(self) -> Pipeline:
         return self
