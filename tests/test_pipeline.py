@@ -137,3 +137,21 @@ def test_cancel(pipeline, data_dir: Path):
     ev.set()
     with pytest.raises(Cancelled):
         pipeline.run(data_dir / "diar_sample.flac", cancel=ev)
+
+
+@pytest.mark.slow
+def test_diarizer_load_errors_surface(tmp_path: Path, whisper_tiny_en_path: Path, segmentation_model_path: Path,
+                                      data_dir: Path):
+    """The diarizer loads in a background thread: a missing file still fails at once, a
+    corrupt one fails the first run with the same one-line ModelError."""
+    from whispdiar.errors import ModelError
+    from whispdiar.pipeline import Pipeline
+
+    with pytest.raises(ModelError, match="not found"):
+        Pipeline(whisper_tiny_en_path, segmentation_model_path, tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx model" * 100)
+    with Pipeline(whisper_tiny_en_path, segmentation_model_path, bad) as p:
+        assert p.embedding_model_id.startswith("bad@")
+        with pytest.raises(ModelError, match="cannot load ONNX model"):
+            p.run(data_dir / "diar_sample.flac")

@@ -336,8 +336,8 @@ def transcribe(
                                                         diarize=not no_diarize))
                 rep.done(task)
                 namer = None
-                if pipeline.diarizer is not None and not no_names:
-                    namer = _namer(pipeline.diarizer, speakers_db, threshold, rep)
+                if pipeline.embedding_model_id is not None and not no_names:
+                    namer = _namer(pipeline.embedding_model_id, speakers_db, threshold, rep)
                     pipeline.namer = namer
 
                 def process(source: Path, display: str) -> dict[str, str]:
@@ -377,12 +377,12 @@ def _optional_model(name: str) -> Path | None:
         return None
 
 
-def _namer(diarizer: object, db: Path | None, threshold: float | None, rep: ProgressReporter) -> object:
+def _namer(model_id: str, db: Path | None, threshold: float | None, rep: ProgressReporter) -> object:
     from .paths import speakers_db_path
-    from .voiceprints import VoiceprintNamer, embedding_model_id
+    from .voiceprints import VoiceprintNamer
 
     kwargs = {} if threshold is None else {"threshold": threshold}
-    return VoiceprintNamer(db or speakers_db_path(), embedding_model_id(diarizer), warn=rep.log, **kwargs)
+    return VoiceprintNamer(db or speakers_db_path(), model_id, warn=rep.log, **kwargs)
 
 
 # --- enroll / speakers ---------------------------------------------------------------------

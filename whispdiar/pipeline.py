@@ -26,8 +26,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,6 +40,9 @@ from .records import Result, Timings
 from .transcription import Cancelled as _AsrCancelled
 from .transcription import Transcriber, Transcript
 from .vad import SileroVad
+
+if TYPE_CHECKING:
+    from .diarization import Diarizer
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +155,29 @@ class Pipeline:
         self.transcriber = Transcriber(whisper_model, threads=self.asr_threads, vad=self.vad,
                                        timing=timing, beam_size=beam_size, lanes=lanes)
         self.models["whisper"] = self.transcriber.name
-        self.diarizer = None
+        self._diarizer: Future | None = None
+        self.embedding_model_id: str | None = None
         if self.diarize:
             from .diarization import Diarizer
+            from .embedding import model_fingerprint
+            from .errors import ModelError
 
-            self.diarizer = Diarizer(segmentation_model, embedding_model, threads=self.diar_threads)
+            for p in (segmentation_model, embedding_model):
+                if not Path(p).is_file():
+                    raise ModelError(f"{p}: model file not found")
+            # The two ONNX sessions take ~0.7 s of one core to load: in a thread, that
+            # overlaps with whisper's load and the VAD pass instead of delaying them.
+            loader = ThreadPoolExecutor(1, thread_name_prefix="whispdiar-load")
+            self._diarizer = loader.submit(Diarizer, segmentation_model, embedding_model, threads=self.diar_threads)
+            loader.shutdown(wait=False)
+            self.embedding_model_id = model_fingerprint(embedding_model)  # voiceprints need it up front
             self.models["segmentation"] = Path(segmentation_model).name
             self.models["embedding"] = Path(embedding_model).name
+
+    @property
+    def diarizer(self) -> Diarizer | None:
+        """The loaded diarizer (waits for its background load; raises its load error)."""
+        return None if self._diarizer is None else self._diarizer.result()
 
     @classmethod
     def from_names(
@@ -190,8 +211,8 @@ class Pipeline:
 
     def close(self) -> None:
         self.transcriber.close()
-        if self.diarizer is not None:
-            self.diarizer.close()  # its embedding worker threads
+        if self._diarizer is not None and self._diarizer.exception() is None:
+            self._diarizer.result().close()  # its embedding worker threads
 
     def __enter__(self) -> Pipeline:
         return self
