@@ -158,7 +158,7 @@ class Pipeline:
         self._diarizer: Future | None = None
         self.embedding_model_id: str | None = None
         if self.diarize:
-            from .diarization import Diarizer
+            from .diarization import DiarizationConfig, Diarizer
             from .embedding import model_fingerprint
             from .errors import ModelError
 
@@ -168,7 +168,12 @@ class Pipeline:
             # The two ONNX sessions take ~0.7 s of one core to load: in a thread, that
             # overlaps with whisper's load and the VAD pass instead of delaying them.
             loader = ThreadPoolExecutor(1, thread_name_prefix="whispdiar-load")
-            self._diarizer = loader.submit(Diarizer, segmentation_model, embedding_model, threads=self.diar_threads)
+            # Segmentation batches of 4 instead of `diarize`'s 6: onnxruntime's arena keeps
+            # its peak until the process ends, and here it adds to whisper's two model
+            # copies (the 4-hour run peaks near 1.5 GB); the diarizer has one core anyway.
+            config = DiarizationConfig(batch_size=4)
+            self._diarizer = loader.submit(Diarizer, segmentation_model, embedding_model,
+                                           threads=self.diar_threads, config=config)
             loader.shutdown(wait=False)
             self.embedding_model_id = model_fingerprint(embedding_model)  # voiceprints need it up front
             self.models["segmentation"] = Path(segmentation_model).name
