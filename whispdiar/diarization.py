@@ -167,10 +167,13 @@ class Diarizer:
         embedding_model: str | Path,
         threads: int = 2,
         config: DiarizationConfig | None = None,
+        embedding_model_id: str | None = None,
     ):
+        """``embedding_model_id``: the embedding file's fingerprint when the caller already
+        has it (``embedding.model_fingerprint``); else it is computed here."""
         self.config = config or DiarizationConfig()
         self.segmenter = Segmenter(segmentation_model, threads)
-        self.embedder = WindowEmbedder(embedding_model, threads)
+        self.embedder = WindowEmbedder(embedding_model, threads, embedding_model_id)
 
     def close(self) -> None:
         """Stop the embedding worker threads (they are idle between files anyway)."""
@@ -496,14 +499,14 @@ class WindowEmbedder:
     poorly inside one run (onnxruntime releases the GIL, so the workers really overlap).
     """
 
-    def __init__(self, model_path: str | Path, threads: int = 2):
+    def __init__(self, model_path: str | Path, threads: int = 2, model_id: str | None = None):
         from .embedding import SpeakerEmbedder, fbank, num_frames
 
         path = Path(model_path)
         if not path.is_file():
             raise ModelError(f"{path}: model file not found")
         try:
-            self.model = SpeakerEmbedder(path, 1)
+            self.model = SpeakerEmbedder(path, 1, model_id=model_id)
         except Exception as e:  # onnxruntime's own exception types for corrupt files
             raise ModelError(f"{path}: cannot load ONNX model ({str(e).splitlines()[0]})") from None
         self._fbank = fbank

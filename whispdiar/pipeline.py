@@ -172,10 +172,11 @@ class Pipeline:
             # its peak until the process ends, and here it adds to whisper's two model
             # copies (the 4-hour run peaks near 1.5 GB); the diarizer has one core anyway.
             config = DiarizationConfig(batch_size=4)
-            self._diarizer = loader.submit(Diarizer, segmentation_model, embedding_model,
-                                           threads=self.diar_threads, config=config)
-            loader.shutdown(wait=False)
             self.embedding_model_id = model_fingerprint(embedding_model)  # voiceprints need it up front
+            self._diarizer = loader.submit(Diarizer, segmentation_model, embedding_model,
+                                           threads=self.diar_threads, config=config,
+                                           embedding_model_id=self.embedding_model_id)
+            loader.shutdown(wait=False)
             self.models["segmentation"] = Path(segmentation_model).name
             self.models["embedding"] = Path(embedding_model).name
 
