@@ -18,6 +18,8 @@ from whispdiar.diarization import (
     _choose_frames,
     _top_speakers,
     _turns,
+    _vote_weights,
+    _votes,
 )
 from whispdiar.errors import AudioError, InputNotFound, UsageError
 from whispdiar.records import Turn
@@ -57,6 +59,30 @@ def test_top_speakers_keeps_count_best_voted():
     votes = np.array([[3, 1, 0], [1, 2, 2], [0, 0, 0], [2, 0, 1]], np.float32)
     count = np.array([1, 2, 1, 3])
     assert _top_speakers(votes, count).astype(int).tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 0], [1, 0, 1]]
+
+
+def test_votes_ties_go_to_the_window_centred_nearer():
+    from whispdiar.segmentation import NUM_FRAMES
+
+    # Four windows, 1/4 window apart, all hearing one local speaker everywhere: the first two
+    # say cluster 0, the last two cluster 1. Frame f lies in all four.
+    step = NUM_FRAMES // 4
+    starts = np.arange(4) * step
+    segs = np.zeros((4, NUM_FRAMES, 3), np.uint8)
+    segs[:, :, 0] = 1
+    assigned = np.array([[0, -1, -1], [0, -1, -1], [1, -1, -1], [1, -1, -1]])
+    frames = starts[-1] + NUM_FRAMES
+    uniform = _votes(starts, segs, assigned, frames, 2, _vote_weights(False, 1.0))
+    weighted = _votes(starts, segs, assigned, frames, 2, _vote_weights(False, 0.5))
+    centre = NUM_FRAMES // 2
+    near_2nd, near_3rd = step + centre + 20, 2 * step + centre - 20  # nearest window 1's / 2's centre
+    for f in (near_2nd, near_3rd):
+        assert uniform[f, 0] == uniform[f, 1] == 2  # a tie: used to go to the lower index
+    assert weighted[near_2nd].argmax() == 0 and weighted[near_3rd].argmax() == 1
+    # a majority still wins against one window centred on the frame
+    assigned3 = np.array([[0, -1, -1], [0, -1, -1], [1, -1, -1], [0, -1, -1]])
+    w3 = _votes(starts, segs, assigned3, frames, 2, _vote_weights(False, 0.5))
+    assert w3[near_3rd].argmax() == 0
 
 
 def test_choose_frames_prefers_centre_and_caps_the_fallback():
