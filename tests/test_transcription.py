@@ -18,7 +18,9 @@ from whispdiar.transcription import (
     Chunk,
     ChunkPlanner,
     Piece,
+    RawSegment,
     Token,
+    chunk_segments,
     estimate_lag,
     read_header,
     refine_word_times,
@@ -126,6 +128,41 @@ def test_chunk_maps_packed_time_back_and_snaps_in_inserted_silence():
     assert c.to_source(2.1, "next") == 50.0  # in the 0.2 s of zeros between pieces
     assert c.to_source(2.1, "prev") == 12.0
     assert c.to_source(9.0, "prev") == 53.0
+
+
+def test_a_word_maps_into_one_piece_the_nearer_across_inserted_silence():
+    # a given-back tail (10-12 s) leads a chunk whose next piece is 38 s later
+    c = Chunk([Piece(10.0, 12.0, 0.3), Piece(50.0, 53.0, 2.5)])
+    assert c.word_span(1.0, 1.4) == pytest.approx((10.7, 11.1))
+    # DTW puts the tail's last word 30 ms into the zeros: it stays at the tail's end,
+    # not 38 s later at the next piece (which dragged every later word there once)
+    assert c.word_span(2.33, 2.7) == pytest.approx((12.0, 12.0))
+    # a start late in the zeros belongs to the next piece
+    assert c.word_span(2.45, 2.9) == pytest.approx((50.0, 50.4))
+    # a word whose end runs past its piece stops at the piece's end
+    assert c.word_span(1.8, 2.9) == pytest.approx((11.5, 12.0))
+    assert c.word_span(0.1, 0.5) == pytest.approx((10.0, 10.2))  # in the lead-in
+
+
+def test_a_segment_across_a_far_jump_is_cut_and_given_back_audio_is_not_reused():
+    def tok(text: str, t: float) -> Token:
+        return Token(text.encode(), 0.9, t, t, t + 0.1)
+
+    # a given-back tail (10-12 s of the recording) leads speech from 50 s on, and whisper
+    # wrote one segment across the 0.2 s of zeros between them
+    c = Chunk([Piece(10.0, 12.0, 0.3), Piece(50.0, 60.0, 2.5)])
+    raw = [RawSegment(0.0, 8.0, "answered he, the same that", [tok(" answered", 0.5), tok(" he", 1.2),
+                                                                  tok(",", 2.0), tok(" the", 2.6),
+                                                                  tok(" same", 3.0), tok(" that", 9.0)])]
+    segs = chunk_segments(raw, c, end_of_chunk=8.0, timing="dtw")
+    assert [s.text for s in segs] == ["answered he,", "the same that"]
+    assert segs[0].start == pytest.approx(10.2) and segs[0].end <= 12.0
+    assert segs[1].start == pytest.approx(50.1)
+    # whisper stopped at 8.0 and the rest went back to the queue: a word DTW placed at 9.0
+    # stays before 8.0 (55.5 s), since another chunk transcribes what follows
+    assert segs[1].words[-1].start <= 55.5 + 1e-9
+    whole = chunk_segments(raw, c, end_of_chunk=c.length, timing="dtw")
+    assert whole[1].words[-1].start == pytest.approx(56.5)
 
 
 # ----------------------------------------------------------------------------- tokens

@@ -53,6 +53,7 @@ JOIN_SILENCE = 0.2  # zeros inserted between packed regions
 LEAD_IN = 0.3
 MERGE_GAP = 0.6  # regions closer than this are kept together with their real pause
 FILL_MIN = 2.0  # fill a chunk with part of the next region when at least this much room is left
+SPLIT_GAP = 2.0  # s: a whisper segment whose words jump further than this in the recording is cut
 
 
 class Cancelled(Exception):
@@ -143,6 +144,34 @@ class Chunk:
         if prefer == "next" and i + 1 < len(self.pieces):
             return self.pieces[i + 1].start
         return p.end
+
+    def piece_of(self, start: float) -> int:
+        """Index of the piece a word starting at packed time ``start`` belongs to."""
+        packs = [p.packed for p in self.pieces]
+        i = max(0, bisect_right(packs, start) - 1)
+        p = self.pieces[i]
+        gap_start = p.packed + p.duration
+        if start > gap_start and i + 1 < len(self.pieces) and self.pieces[i + 1].packed - start <= start - gap_start:
+            i += 1
+        return i
+
+    def word_span(self, start: float, end: float) -> tuple[float, float]:
+        """Map a word's packed (start, end) to the recording, inside one piece.
+
+        Neighbouring pieces are at least ``MERGE_GAP`` of silence apart in the recording,
+        or unrelated (a given-back tail leads a chunk of much later speech), so no word
+        spans two. A start in the inserted silence between pieces belongs to the nearer
+        piece: DTW puts a piece's last word a little late as often as a next piece's first
+        word a little early, and snapping every such start forward moved a last word by
+        the whole distance to the next piece (30 s once, dragging the words after it).
+        """
+        p = self.pieces[self.piece_of(start)]
+
+        def clamp(t: float) -> float:
+            return p.start + min(max(0.0, t - p.packed), p.duration)
+
+        s = clamp(start)
+        return s, max(s, clamp(end))
 
 
 def _merge_regions(regions: Sequence[SpeechRegion], merge_gap: float, max_seconds: float) -> list[SpeechRegion]:
@@ -788,26 +817,41 @@ class Transcriber:
         return out
 
     def _to_segments(self, raw: list[RawSegment], chunk: Chunk, end_of_chunk: float) -> list[Segment]:
-        segments: list[Segment] = []
-        for k, seg in enumerate(raw):
-            nxt = None
-            for later in raw[k + 1:]:
-                if later.tokens and later.tokens[0].t_dtw is not None:
-                    nxt = later.tokens[0].t_dtw
-                    break
-            if nxt is None and self.timing == "dtw":
-                # last word of the chunk: close it at the end of the speech it starts in
-                nxt = end_of_chunk
-            words = []
-            for wtext, ws, we, wp in tokens_to_words(seg.tokens, nxt, self.timing):
-                if ws is None or we is None:
-                    words.append(Word(wtext, None, None, round(wp, 4)))
-                    continue
-                s = chunk.to_source(ws, "next")
-                e = chunk.to_source(we, "prev")
-                if e < s:  # the word's span straddles removed silence: keep its start side
-                    e = chunk.to_source(ws, "prev") if chunk.to_source(ws, "prev") >= s else s
-                words.append(Word(wtext, s, e, round(wp, 4)))
+        return chunk_segments(raw, chunk, end_of_chunk, self.timing)
+
+
+def chunk_segments(raw: list[RawSegment], chunk: Chunk, end_of_chunk: float, timing: str) -> list[Segment]:
+    """Whisper's segments of one chunk, with word times mapped to the recording."""
+    segments: list[Segment] = []
+    for k, seg in enumerate(raw):
+        nxt = None
+        for later in raw[k + 1:]:
+            if later.tokens and later.tokens[0].t_dtw is not None:
+                nxt = later.tokens[0].t_dtw
+                break
+        if nxt is None and timing == "dtw":
+            # last word of the chunk: close it at the end of the speech it starts in
+            nxt = end_of_chunk
+        # One whisper segment may run across a far jump in the recording: a given-back
+        # tail leads a chunk of later speech. Cut it there, so that every segment is one
+        # stretch of the recording (else sorting segments by start leaves words out of
+        # order, and keeping word times monotonic piled 60 words onto one instant).
+        groups: list[list[Word]] = [[]]
+        last_piece: int | None = None
+        for wtext, ws, we, wp in tokens_to_words(seg.tokens, nxt, timing):
+            if ws is None or we is None:
+                groups[-1].append(Word(wtext, None, None, round(wp, 4)))
+                continue
+            if end_of_chunk < chunk.length:  # the rest was given back: another chunk has it
+                ws, we = min(ws, end_of_chunk), min(we, end_of_chunk)
+            i = chunk.piece_of(ws)
+            if (last_piece is not None and i != last_piece and groups[-1]
+                    and chunk.pieces[i].start - chunk.pieces[last_piece].end > SPLIT_GAP):
+                groups.append([])
+            last_piece = i
+            s, e = chunk.word_span(ws, we)
+            groups[-1].append(Word(wtext, s, e, round(wp, 4)))
+        for words in groups:
             _tidy_word_times(words, chunk)
             timed = [w for w in words if w.start is not None]
             if timed:
@@ -815,8 +859,11 @@ class Transcriber:
             else:
                 t1 = seg.t1 if seg.t1 is not None else end_of_chunk
                 start, end = chunk.to_source(seg.t0, "next"), chunk.to_source(t1, "prev")
-            segments.append(Segment(start, max(start, end), seg.text, None, words))
-        return segments
+            # words are split at spaces (tokens_to_words), so joining them with one
+            # restores the text of each part
+            text = seg.text if len(groups) == 1 else " ".join(w.text for w in words)
+            segments.append(Segment(start, max(start, end), text, None, words))
+    return segments
 
 
 def _tidy_word_times(words: list[Word], chunk: Chunk) -> None:
