@@ -711,7 +711,7 @@ class Transcriber:
                                 done -= given
                         if lang is None and detected is not None and raw:
                             lang = detected  # detected once on the first chunk with speech, then kept
-                        segments.extend(self._to_segments(raw, chunk, end))
+                        segments.extend(chunk_segments(raw, chunk, end, self.timing))
                         done += chunk.speech
                         if progress:
                             progress("transcribe", done, total)
@@ -815,9 +815,6 @@ class Transcriber:
         if toks:
             close(None)
         return out
-
-    def _to_segments(self, raw: list[RawSegment], chunk: Chunk, end_of_chunk: float) -> list[Segment]:
-        return chunk_segments(raw, chunk, end_of_chunk, self.timing)
 
 
 def chunk_segments(raw: list[RawSegment], chunk: Chunk, end_of_chunk: float, timing: str) -> list[Segment]:
