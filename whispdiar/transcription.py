@@ -155,8 +155,9 @@ class Chunk:
             i += 1
         return i
 
-    def word_span(self, start: float, end: float) -> tuple[float, float]:
-        """Map a word's packed (start, end) to the recording, inside one piece.
+    def word_span(self, start: float, end: float, piece: int | None = None) -> tuple[float, float]:
+        """Map a word's packed (start, end) to the recording, inside one piece
+        (``piece``, when the caller already has ``piece_of(start)``).
 
         Neighbouring pieces are at least ``MERGE_GAP`` of silence apart in the recording,
         or unrelated (a given-back tail leads a chunk of much later speech), so no word
@@ -165,7 +166,7 @@ class Chunk:
         word a little early, and snapping every such start forward moved a last word by
         the whole distance to the next piece (30 s once, dragging the words after it).
         """
-        p = self.pieces[self.piece_of(start)]
+        p = self.pieces[self.piece_of(start) if piece is None else piece]
 
         def clamp(t: float) -> float:
             return p.start + min(max(0.0, t - p.packed), p.duration)
@@ -846,7 +847,7 @@ def chunk_segments(raw: list[RawSegment], chunk: Chunk, end_of_chunk: float, tim
                     and chunk.pieces[i].start - chunk.pieces[last_piece].end > SPLIT_GAP):
                 groups.append([])
             last_piece = i
-            s, e = chunk.word_span(ws, we)
+            s, e = chunk.word_span(ws, we, i)
             groups[-1].append(Word(wtext, s, e, round(wp, 4)))
         for words in groups:
             _tidy_word_times(words, chunk)
