@@ -24,6 +24,7 @@ from whispdiar.diarization import (
 from whispdiar.errors import AudioError, InputNotFound, UsageError
 from whispdiar.records import Turn
 from whispdiar.rttm import format_rttm, parse_rttm
+from whispdiar.segmentation import FRAME_STEP, frame_center
 
 # Measured on this file (collar 0, overlap scored, this frame-level DER agrees with
 # pyannote.metrics within 0.5 point): whispdiar 5.9-6.8 % depending on step/threshold,
@@ -108,6 +109,19 @@ def test_turns_from_frames_fill_gaps_and_drop_short():
     assert len(_turns(active, 10.0, 0.0, 0.0)) == 3
     merged = _turns(active, 10.0, min_on=0.1, min_off=0.1)
     assert len(merged) == 1 and merged[0].start < merged[0].end
+
+
+def test_turn_boundaries_shift_later_and_stay_inside_the_recording():
+    active = np.zeros((200, 1), bool)
+    active[0:50, 0] = True
+    active[150:200, 0] = True  # runs to the last frame
+    duration = float(frame_center(199)) + FRAME_STEP / 2
+    plain = _turns(active, duration, 0.0, 0.0)
+    moved = _turns(active, duration, 0.0, 0.0, shift=2 * FRAME_STEP)
+    assert moved[0].start == pytest.approx(plain[0].start + 2 * FRAME_STEP)
+    assert moved[0].end == pytest.approx(plain[0].end + 2 * FRAME_STEP)
+    assert moved[1].start == pytest.approx(plain[1].start + 2 * FRAME_STEP)
+    assert moved[1].end == plain[1].end == pytest.approx(duration)  # clipped at the end
 
 
 def test_fbank_stream_slices_equal_fbank_of_the_slice(data_dir: Path):
