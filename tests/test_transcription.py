@@ -357,3 +357,42 @@ def test_two_lanes_decode_chunks_side_by_side(whisper_tiny_en_path, vad_model_pa
         got[lanes] = [t for s in r.segments for w in s.words for t in _norm(w.text)]
     assert len(got[1]) > 150
     assert difflib.SequenceMatcher(None, got[1], got[2], autojunk=False).ratio() > 0.95
+
+
+@pytest.mark.slow
+def test_a_core_handed_back_mid_chunk_starts_the_second_lane_at_once(whisper_tiny_en_path, vad_model_path,
+                                                                      data_dir: Path, tmp_path: Path):
+    """The pipeline's thread budget grows from 1 to 2 when the diarizer finishes. The second
+    lane must start then, not only when the chunk already running is done."""
+    import time
+
+    from whispdiar.transcription import Transcriber
+    from whispdiar.vad import SileroVad
+
+    parts = [sf.read(f, dtype="float32")[0] for f in sorted(data_dir.glob("ls-*.flac"))]
+    wav = tmp_path / "ls.wav"
+    sf.write(wav, np.concatenate([np.concatenate([x, np.zeros(8000, np.float32)]) for x in parts]), 16000)
+    spans: list[tuple[float, float]] = []
+    started: list[float] = []
+    with Transcriber(whisper_tiny_en_path, threads=2, vad=SileroVad(vad_model_path), lanes=2) as tr:
+        tr._load_context()  # both contexts ready: loading must not blur the timing
+        run = tr._run
+
+        def timed_run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            t0 = time.perf_counter()
+            started.append(t0)
+            try:
+                return run(*args, **kwargs)
+            finally:
+                spans.append((t0, time.perf_counter()))
+
+        def budget() -> int:  # the diarizer "finishes" 0.3 s into the first chunk
+            return 2 if started and time.perf_counter() >= started[0] + 0.3 else 1
+
+        tr._run = timed_run
+        tr.transcribe(wav, language="en", threads=budget)
+    spans.sort()
+    assert len(spans) >= 3
+    first_start, first_end = spans[0]
+    assert first_end > first_start + 0.8, "the first chunk was too short to tell"
+    assert spans[1][0] < first_end - 0.2  # the second lane started while the first chunk ran

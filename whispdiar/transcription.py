@@ -698,7 +698,11 @@ class Transcriber:
                         running[fut] = chunk
                     if not running:
                         break
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    # A lane is free but had no thread (the diarizer held the core): look again
+                    # soon, so the core it hands back is used now, not after the running chunk
+                    # (~3 s of one idle core on a 10-minute meeting, docs/benchmarks.md).
+                    may_grow = threads is not None and len(running) < self.lanes and planner.pending
+                    finished, _ = wait(running, timeout=0.2 if may_grow else None, return_when=FIRST_COMPLETED)
                     for fut in sorted(finished, key=lambda f: running[f].pieces[0].start):
                         chunk = running.pop(fut)
                         raw, detected = fut.result()
