@@ -36,6 +36,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from whispdiar.audio import load  # noqa: E402
 from whispdiar.diarization import Diarizer  # noqa: E402
 from whispdiar.naming import (  # noqa: E402
     DEFAULT_MERGE_THRESHOLD,
@@ -227,6 +228,10 @@ def build_meetings(mm, voices, out: Path, count: int, seed: int, minutes: tuple[
     return result
 
 
+def audio_span(wav: Path):  # noqa: ANN201 - the callable Diarizer.reconstruct takes
+    return lambda start, end: load(wav, start=start, end=end)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", type=Path, default=Path("/work/shared/data/librispeech"))
@@ -322,6 +327,7 @@ def main() -> None:
     for m in meetings:
         t0 = time.perf_counter()
         analysis = diarizer.analyse(m.wav)
+        span = audio_span(m.wav)  # as Diarizer.__call__ does: doubtful stretches are re-checked
         diar_seconds += time.perf_counter() - t0
         subsets = []
         for _ in range(args.subsets):
@@ -348,7 +354,7 @@ def main() -> None:
                     clustering = merge_clustering(base, train, prints, args.merge_threshold)
                 elif variant.endswith("+steer"):
                     clustering = steer_clustering(base, train, prints, args.threshold, args.merge_threshold)
-                diar = diarizer.reconstruct(analysis, clustering)
+                diar = diarizer.reconstruct(analysis, clustering, audio_span=span)
                 matches = name_speakers(diar.centroids, prints, args.threshold)
                 shown = display_names(diar.turns, matches, prints)
                 hyp = [Turn(t.start, t.end, shown[t.speaker]) for t in diar.exclusive]
@@ -375,17 +381,18 @@ def main() -> None:
                                  model_id=model_id, source="synthetic", speech_seconds=15)
     m = meetings[0]
     analysis = diarizer.analyse(m.wav)
+    span = audio_span(m.wav)
     base, train = diarizer.cluster(analysis)
     t_plain = []
     t_named = []
     for _ in range(5):
         t0 = time.perf_counter()
-        diarizer.reconstruct(analysis, base)
+        diarizer.reconstruct(analysis, base, audio_span=span)
         t_plain.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         n50 = VoiceprintNamer(big, model_id)
         cl = n50.relabel(base, train)
-        d = diarizer.reconstruct(analysis, cl)
+        d = diarizer.reconstruct(analysis, cl, audio_span=span)
         n50(d)
         display_names(d.turns, n50(d), n50.names)
         t_named.append(time.perf_counter() - t0)

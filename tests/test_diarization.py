@@ -10,12 +10,15 @@ import pytest
 import soundfile as sf
 from scipy.optimize import linear_sum_assignment
 
+from whispdiar.clustering import constrained_assignment, l2_normalize
 from whispdiar.diarization import (
     Cancelled,
     Diarization,
     DiarizationConfig,
     Diarizer,
     _choose_frames,
+    _doubtful,
+    _region_mask,
     _top_speakers,
     _turns,
     _vote_weights,
@@ -192,6 +195,60 @@ def test_rttm_output_round_trips(sample: Diarization):
                     sorted(sample.turns, key=lambda t: (t.start, t.speaker)), strict=True):
         assert a.speaker == b.speaker and a.start == pytest.approx(b.start, abs=1e-3)
 
+
+
+def test_doubtful_frames_are_those_the_centred_window_gave_to_someone_else():
+    central = _region_mask(2.5)
+    seg = np.zeros((1, 589, 3), np.uint8)
+    seg[0, :, 0] = 1  # local speaker 0 talks all through the window
+    label = np.zeros(589, np.int64)  # the votes gave every frame to cluster 0 ...
+    label[300:] = 1  # ... except these, given to cluster 1
+    doubt = _doubtful(np.array([0]), seg, np.array([[0, -1, -1]]), label, central)
+    assert not doubt[~central].any()  # only the centred window's own frames are judged
+    assert doubt[central & (np.arange(589) >= 300)].all()
+    assert not doubt[central & (np.arange(589) < 300)].any()
+    # a window that assigned nobody there has no opinion
+    assert not _doubtful(np.array([0]), seg, np.array([[-1, -1, -1]]), label, central).any()
+
+
+@pytest.mark.slow
+def test_recheck_gives_a_stretch_voted_to_the_wrong_speaker_back(diarizer: Diarizer, data_dir: Path):
+    """Real models: the windows' votes for 11-14 s (one speaker in the reference) are
+    swapped to the other speaker, as when the segmentation runs a local speaker across a
+    change of voice. The windows centred there still say otherwise, so the stretch is
+    re-embedded and given back; untouched votes are left alone."""
+    from whispdiar import audio
+    from whispdiar.diarization import _vote_weights, _votes, speaker_count
+    from whispdiar.segmentation import frame_center as centre
+
+    path = data_dir / "diar_sample.flac"
+    a = diarizer.analyse(path)
+    cl, _ = diarizer.cluster(a)
+    assert cl.num_clusters == 2 and np.bincount(cl.labels).min() >= diarizer.config.min_cluster_size
+    cfg = diarizer.config
+    x = l2_normalize(np.nan_to_num(a.embeddings)).astype(np.float32)
+    hard = constrained_assignment(x @ cl.centroids.T, a.has_embedding)
+    votes = _votes(a.start_frames, a.segmentations, hard, len(a.count_mean), 2,
+                   _vote_weights(cfg.centre_weighting, cfg.vote_edge_weight))
+    count = speaker_count(a.count_mean, cfg.count_threshold)
+    span = lambda s, e: audio.load(path, start=s, end=e)  # noqa: E731
+
+    def top(v: np.ndarray) -> np.ndarray:
+        t = _top_speakers(v, np.minimum(count, 1))
+        return np.where(t.any(axis=1), np.argmax(t, axis=1), -1)
+
+    before = top(votes)
+    untouched = votes.copy()
+    diarizer._recheck(a, cl, hard, untouched, count, span)
+    assert (top(untouched) == before).mean() > 0.98
+
+    frames = np.flatnonzero((centre(np.arange(len(before))) > 11.0) & (centre(np.arange(len(before))) < 14.0))
+    truth = np.bincount(before[frames][before[frames] >= 0]).argmax()
+    assert (before[frames] == truth).mean() > 0.9
+    votes[frames] = votes[frames][:, ::-1]  # the neighbour wins every vote there
+    assert (top(votes)[frames] == 1 - truth).mean() > 0.9
+    diarizer._recheck(a, cl, hard, votes, count, span)
+    assert (top(votes)[frames] == truth).mean() > 0.8
 
 @pytest.mark.slow
 @pytest.mark.parametrize("k", [1, 3])
