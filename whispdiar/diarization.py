@@ -230,7 +230,8 @@ class Diarizer:
                 clustering = relabel(clustering, train)
             _check(cancel)
             return self.reconstruct(analysis, clustering, max_speakers=num_speakers or max_speakers,
-                                    audio_span=lambda a, b: audio.load(work, channel=channel, start=a, end=b))
+                                    audio_span=lambda a, b: audio.load(work, channel=channel, start=a, end=b),
+                                    cancel=cancel)
         finally:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
@@ -362,6 +363,7 @@ class Diarizer:
     def reconstruct(
         self, analysis: Analysis, clustering: Clustering, max_speakers: int | None = None,
         audio_span: Callable[[float, float], np.ndarray] | None = None,
+        cancel: threading.Event | None = None,
     ) -> Diarization:
         """Turns from the windows' votes. ``audio_span(start, end)`` (16 kHz mono samples of
         the file) enables the re-check of doubtful stretches (``recheck_seconds``)."""
@@ -382,7 +384,7 @@ class Diarizer:
         if max_speakers is not None:
             count = np.minimum(count, max_speakers)
         if audio_span is not None and cfg.recheck_seconds > 0 and k > 1:
-            self._recheck(analysis, clustering, hard, votes, count, audio_span)
+            self._recheck(analysis, clustering, hard, votes, count, audio_span, cancel)
         overlap = _top_speakers(votes, count)
         exclusive = _top_speakers(votes, np.minimum(count, 1))
 
@@ -408,7 +410,8 @@ class Diarizer:
 
 
     def _recheck(self, analysis: Analysis, clustering: Clustering, hard: np.ndarray, votes: np.ndarray,
-                 count: np.ndarray, audio_span: Callable[[float, float], np.ndarray]) -> None:
+                 count: np.ndarray, audio_span: Callable[[float, float], np.ndarray],
+                 cancel: threading.Event | None = None) -> None:
         """Re-embed doubtful one-speaker stretches piece by piece; a piece that sounds like
         another (well-populated) speaker gets that speaker's votes (``votes`` is edited)."""
         cfg = self.config
@@ -422,6 +425,7 @@ class Diarizer:
             c = lab[a]
             if c < 0 or doubt[a:b].sum() * FRAME_STEP < cfg.recheck_seconds:
                 continue
+            _check(cancel)  # ~1 s of work per 10 min of audio: stay responsive on long files
             pieces = max(1, int(round((b - a) * FRAME_STEP / cfg.recheck_piece)))
             for i in range(pieces):
                 pa, pb = a + i * (b - a) // pieces, a + (i + 1) * (b - a) // pieces
