@@ -209,6 +209,9 @@ def test_doubtful_frames_are_those_the_centred_window_gave_to_someone_else():
     assert not doubt[central & (np.arange(589) < 300)].any()
     # a window that assigned nobody there has no opinion
     assert not _doubtful(np.array([0]), seg, np.array([[-1, -1, -1]]), label, central).any()
+    # a weak assignment (embedding far from its centroid) makes its own frames doubtful too
+    weak = _doubtful(np.array([0]), seg, np.array([[0, -1, -1]]), label, central, np.array([[True, False, False]]))
+    assert weak[central].all() and not weak[~central].any()
 
 
 @pytest.mark.slow

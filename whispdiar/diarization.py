@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -58,6 +59,8 @@ from .segmentation import (
 )
 
 Progress = Callable[[float, float], None]
+T = TypeVar("T")
+R = TypeVar("R")
 Relabel = Callable[[Clustering, np.ndarray], Clustering]
 
 
@@ -124,6 +127,9 @@ class DiarizationConfig:
     recheck_seconds: float = 0.3
     recheck_piece: float = 1.5
     recheck_margin: float = 0.1
+    # Also doubtful: frames of a centred window's speaker whose embedding is less similar
+    # than this to the centroid it was assigned (a mixed or noisy embedding).
+    recheck_similarity: float = 0.6
 
 
 @dataclass(slots=True)
@@ -417,27 +423,36 @@ class Diarizer:
         cfg = self.config
         label = _top_speakers(votes, np.minimum(count, 1))
         lab = np.where(label.any(axis=1), np.argmax(label, axis=1), -1)
-        doubt = _doubtful(analysis.start_frames, analysis.segmentations, hard, lab, _region_mask(cfg.step))
+        x = l2_normalize(np.nan_to_num(analysis.embeddings)).astype(np.float32)
+        fit = np.einsum("wsd,wsd->ws", x, clustering.centroids[np.maximum(hard, 0)])
+        doubt = _doubtful(analysis.start_frames, analysis.segmentations, hard, lab, _region_mask(cfg.step),
+                          fit < cfg.recheck_similarity)
         sizes = np.bincount(clustering.labels, minlength=clustering.num_clusters)
         eligible = sizes >= cfg.min_cluster_size
         edges = np.flatnonzero(np.diff(np.concatenate([[-2], lab, [-2]])))
+        jobs: list[tuple[int, int, int, float, float]] = []  # frames [pa, pb), label, seconds
         for a, b in zip(edges[:-1], edges[1:], strict=True):
-            c = lab[a]
+            c = int(lab[a])
             if c < 0 or doubt[a:b].sum() * FRAME_STEP < cfg.recheck_seconds:
                 continue
-            _check(cancel)  # ~1 s of work per 10 min of audio: stay responsive on long files
             pieces = max(1, int(round((b - a) * FRAME_STEP / cfg.recheck_piece)))
             for i in range(pieces):
                 pa, pb = a + i * (b - a) // pieces, a + (i + 1) * (b - a) // pieces
                 t0 = max(0.0, float(frame_center(pa)) - FRAME_STEP / 2)
                 t1 = float(frame_center(pb - 1)) + FRAME_STEP / 2
-                if t1 - t0 < cfg.min_embed_seconds:
-                    continue
-                v = l2_normalize(self.embedder.model.embed(audio_span(t0, t1)))
-                sim = np.where(eligible, clustering.centroids @ v, -np.inf)
-                best = int(np.argmax(sim))
-                if best != c and sim[best] - float(clustering.centroids[c] @ v) > cfg.recheck_margin:
-                    votes[pa:pb, [c, best]] = votes[pa:pb, [best, c]]  # swap: both views follow
+                if t1 - t0 >= cfg.min_embed_seconds:
+                    jobs.append((pa, pb, c, t0, t1))
+
+        def embed(job: tuple[int, int, int, float, float]) -> np.ndarray:
+            _check(cancel)  # a few seconds of work on an hour of audio: stay responsive
+            return l2_normalize(self.embedder.model.embed(audio_span(job[3], job[4])))
+
+        for (pa, pb, c, _, _), v in zip(jobs, self.embedder.map(embed, jobs), strict=True):
+            sim = np.where(eligible, clustering.centroids @ v, -np.inf)
+            best = int(np.argmax(sim))
+            if best != c and sim[best] - float(clustering.centroids[c] @ v) > cfg.recheck_margin:
+                votes[pa:pb, [c, best]] = votes[pa:pb, [best, c]]  # swap: both views follow
+
 
 # --------------------------------------------------------------------- helpers
 def speaker_count(count_mean: np.ndarray, threshold: float | None = None) -> np.ndarray:
@@ -500,13 +515,16 @@ def _votes(starts: np.ndarray, segmentations: np.ndarray, assigned: np.ndarray, 
 
 
 def _doubtful(starts: np.ndarray, segmentations: np.ndarray, assigned: np.ndarray, label: np.ndarray,
-              central: np.ndarray) -> np.ndarray:
+              central: np.ndarray, weak: np.ndarray | None = None) -> np.ndarray:
     """[F] bool: frames whose one-speaker ``label`` is none of the clusters that the window
-    centred on them (its ``central`` frames) assigned to its speakers active there."""
+    centred on them (its ``central`` frames) assigned to its speakers active there, or
+    where one of those speakers' assignment is ``weak`` ([W, 3] bool)."""
     frames = len(label)
     out = np.zeros(frames, bool)
     idx = np.flatnonzero(central)
-    for start, seg, a in zip(starts, segmentations, assigned, strict=True):
+    if weak is None:
+        weak = np.zeros(assigned.shape, bool)
+    for start, seg, a, w in zip(starts, segmentations, assigned, weak, strict=True):
         f = start + idx
         keep = f < frames
         f, local = f[keep], idx[keep]
@@ -515,7 +533,8 @@ def _doubtful(starts: np.ndarray, segmentations: np.ndarray, assigned: np.ndarra
         if not len(f):
             continue
         mine = known & (a[None, :] == label[f, None])
-        out[f] |= known.any(axis=1) & (label[f] >= 0) & ~mine.any(axis=1)
+        shaky = (known & w[None, :]).any(axis=1)
+        out[f] |= known.any(axis=1) & (label[f] >= 0) & (~mine.any(axis=1) | shaky)
     return out
 
 def _region_mask(embed_region: float) -> np.ndarray:
@@ -644,6 +663,12 @@ class WindowEmbedder:
         if self._pool is None:
             return [self.embed_masked(x, m) for x, m in jobs]
         return list(self._pool.map(lambda job: self.embed_masked(*job), jobs))
+
+    def map(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
+        """``fn`` over ``items`` on the embedding workers (in order)."""
+        if self._pool is None:
+            return [fn(item) for item in items]
+        return list(self._pool.map(fn, items))
 
     def close(self) -> None:
         if self._pool is not None:
