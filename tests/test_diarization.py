@@ -230,7 +230,8 @@ def test_recheck_gives_a_stretch_voted_to_the_wrong_speaker_back(diarizer: Diari
     assert cl.num_clusters == 2 and np.bincount(cl.labels).min() >= diarizer.config.min_cluster_size
     cfg = diarizer.config
     x = l2_normalize(np.nan_to_num(a.embeddings)).astype(np.float32)
-    hard = constrained_assignment(x @ cl.centroids.T, a.has_embedding)
+    scores = x @ cl.centroids.T
+    hard = constrained_assignment(scores, a.has_embedding)
     votes = _votes(a.start_frames, a.segmentations, hard, len(a.count_mean), 2,
                    _vote_weights(cfg.centre_weighting, cfg.vote_edge_weight))
     count = speaker_count(a.count_mean, cfg.count_threshold)
@@ -242,7 +243,7 @@ def test_recheck_gives_a_stretch_voted_to_the_wrong_speaker_back(diarizer: Diari
 
     before = top(votes)
     untouched = votes.copy()
-    diarizer._recheck(a, cl, hard, untouched, count, span)
+    diarizer._recheck(a, cl, scores, hard, untouched, count, span, None)
     assert (top(untouched) == before).mean() > 0.98
 
     frames = np.flatnonzero((centre(np.arange(len(before))) > 11.0) & (centre(np.arange(len(before))) < 14.0))
@@ -250,7 +251,7 @@ def test_recheck_gives_a_stretch_voted_to_the_wrong_speaker_back(diarizer: Diari
     assert (before[frames] == truth).mean() > 0.9
     votes[frames] = votes[frames][:, ::-1]  # the neighbour wins every vote there
     assert (top(votes)[frames] == 1 - truth).mean() > 0.9
-    diarizer._recheck(a, cl, hard, votes, count, span)
+    diarizer._recheck(a, cl, scores, hard, votes, count, span, None)
     assert (top(votes)[frames] == truth).mean() > 0.8
 
 @pytest.mark.slow

@@ -390,7 +390,7 @@ class Diarizer:
         if max_speakers is not None:
             count = np.minimum(count, max_speakers)
         if audio_span is not None and cfg.recheck_seconds > 0 and k > 1:
-            self._recheck(analysis, clustering, hard, votes, count, audio_span, cancel)
+            self._recheck(analysis, clustering, scores, hard, votes, count, audio_span, cancel)
         overlap = _top_speakers(votes, count)
         exclusive = _top_speakers(votes, np.minimum(count, 1))
 
@@ -414,17 +414,16 @@ class Diarizer:
             centroids[name] = l2_normalize(l2_normalize(mine).mean(axis=0)).astype(np.float32)
         return Diarization(rename(turns), rename(excl), centroids, members, duration)
 
-
-    def _recheck(self, analysis: Analysis, clustering: Clustering, hard: np.ndarray, votes: np.ndarray,
-                 count: np.ndarray, audio_span: Callable[[float, float], np.ndarray],
-                 cancel: threading.Event | None = None) -> None:
+    def _recheck(self, analysis: Analysis, clustering: Clustering, scores: np.ndarray, hard: np.ndarray,
+                 votes: np.ndarray, count: np.ndarray, audio_span: Callable[[float, float], np.ndarray],
+                 cancel: threading.Event | None) -> None:
         """Re-embed doubtful one-speaker stretches piece by piece; a piece that sounds like
-        another (well-populated) speaker gets that speaker's votes (``votes`` is edited)."""
+        another (well-populated) speaker gets that speaker's votes (``votes`` is edited).
+        ``scores`` [W, 3, K] and ``hard`` [W, 3] are reconstruct's similarities and assignment."""
         cfg = self.config
         label = _top_speakers(votes, np.minimum(count, 1))
         lab = np.where(label.any(axis=1), np.argmax(label, axis=1), -1)
-        x = l2_normalize(np.nan_to_num(analysis.embeddings)).astype(np.float32)
-        fit = np.einsum("wsd,wsd->ws", x, clustering.centroids[np.maximum(hard, 0)])
+        fit = np.take_along_axis(scores, np.maximum(hard, 0)[..., None], axis=2)[..., 0]
         doubt = _doubtful(analysis.start_frames, analysis.segmentations, hard, lab, _region_mask(cfg.step),
                           fit < cfg.recheck_similarity)
         sizes = np.bincount(clustering.labels, minlength=clustering.num_clusters)
@@ -528,14 +527,14 @@ def _doubtful(starts: np.ndarray, segmentations: np.ndarray, assigned: np.ndarra
         f = start + idx
         keep = f < frames
         f, local = f[keep], idx[keep]
-        active = seg[local] > 0
-        known = active & (a >= 0)[None, :]
         if not len(f):
             continue
+        known = (seg[local] > 0) & (a >= 0)[None, :]
         mine = known & (a[None, :] == label[f, None])
         shaky = (known & w[None, :]).any(axis=1)
         out[f] |= known.any(axis=1) & (label[f] >= 0) & (~mine.any(axis=1) | shaky)
     return out
+
 
 def _region_mask(embed_region: float) -> np.ndarray:
     """Frames of the central ``embed_region`` seconds of a window."""
