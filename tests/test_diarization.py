@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 from scipy.optimize import linear_sum_assignment
 
+from whispdiar import audio
 from whispdiar.clustering import constrained_assignment, l2_normalize
 from whispdiar.diarization import (
     Cancelled,
@@ -27,7 +28,7 @@ from whispdiar.diarization import (
 from whispdiar.errors import AudioError, InputNotFound, UsageError
 from whispdiar.records import Turn
 from whispdiar.rttm import format_rttm, parse_rttm
-from whispdiar.segmentation import FRAME_STEP, frame_center
+from whispdiar.segmentation import FRAME_STEP, FRAME_STEP_SAMPLES, WINDOW_SAMPLES, frame_center
 
 # Measured on this file (collar 0, overlap scored, this frame-level DER agrees with
 # pyannote.metrics within 0.5 point): whispdiar 5.9-6.8 % depending on step/threshold,
@@ -114,6 +115,16 @@ def test_turns_from_frames_fill_gaps_and_drop_short():
     assert len(merged) == 1 and merged[0].start < merged[0].end
 
 
+def test_default_drops_one_and_two_frame_flickers():
+    active = np.zeros((200, 2), bool)
+    active[10:50, 0] = True
+    active[60:61, 1] = True  # 17 ms
+    active[70:72, 1] = True  # 34 ms
+    active[80:83, 1] = True  # 51 ms: kept
+    turns = _turns(active, 10.0, DiarizationConfig().min_duration_on, 0.0)
+    assert [(t.speaker, round(t.end - t.start, 3)) for t in turns] == [("0", 0.675), ("1", 0.051)]
+
+
 def test_turn_boundaries_shift_later_and_stay_inside_the_recording():
     active = np.zeros((200, 1), bool)
     active[0:50, 0] = True
@@ -159,6 +170,31 @@ def diarizer(segmentation_model_path: Path, embedding_model_path: Path) -> Diari
 @pytest.fixture(scope="module")
 def sample(diarizer: Diarizer, data_dir: Path) -> Diarization:
     return diarizer(data_dir / "diar_sample.flac")
+
+
+@pytest.mark.slow
+def test_overlapped_stages_store_what_one_thread_computes(segmentation_model_path: Path,
+                                                           embedding_model_path: Path, data_dir: Path):
+    # threads=2 embeds a batch while segmenting the next; threads=1 does one thing at a time
+    cfg = DiarizationConfig(batch_size=2)
+    a = Diarizer(segmentation_model_path, embedding_model_path, threads=1, config=cfg).analyse(
+        data_dir / "diar_sample.flac")
+    b = Diarizer(segmentation_model_path, embedding_model_path, threads=2, config=cfg).analyse(
+        data_dir / "diar_sample.flac")
+    assert len(a.start_frames) >= 4 * cfg.batch_size  # several batches pass through
+    assert np.array_equal(a.start_frames, b.start_frames)
+    assert np.array_equal(a.segmentations, b.segmentations)
+    assert np.allclose(a.embeddings, b.embeddings, atol=1e-5, equal_nan=True)
+    # and each window's embeddings are stored in its own slot: windows 0, 4, 8 start on a
+    # sample where the stream's fbank grid meets the window's, so the window analysed
+    # alone gives the same numbers
+    x = audio.load(data_dir / "diar_sample.flac")
+    one = Diarizer(segmentation_model_path, embedding_model_path, threads=1)
+    for i in (0, 4, 8):
+        start = int(b.start_frames[i]) * FRAME_STEP_SAMPLES
+        alone = one.analyse_array(x[start:start + WINDOW_SAMPLES])
+        assert np.isfinite(alone.embeddings[0]).any()
+        assert np.allclose(alone.embeddings[0], b.embeddings[i], atol=1e-4, equal_nan=True)
 
 
 @pytest.mark.slow
