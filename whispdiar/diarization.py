@@ -277,28 +277,19 @@ class Diarizer:
     ) -> Analysis:
         cfg = self.config
         acc = _Accumulator()
-        batch: list[Window] = []
         step = step_to_samples(cfg.step)
         feats = FbankStream()  # one fbank over the stream, sliced per window
         # With embedding workers, a batch's embeddings are computed while the next batch
         # is segmented (at most one batch in flight), so neither stage waits for the other.
         pending: Callable[[], None] | None = None
-        for window in sliding_windows(blocks, step):
-            batch.append(window)
-            if len(batch) >= cfg.batch_size:
-                done = self._process(batch, acc, cancel, feats)
-                if pending is not None:
-                    pending()
-                pending = done
-                feats.drop_before((batch[-1].start_sample + step) // FBANK_SHIFT - 1)
-                batch = []
-                if progress is not None:
-                    progress(min(total, blocks.samples / SAMPLE_RATE), total)
-        if batch:
+        for batch in _batched(sliding_windows(blocks, step), cfg.batch_size):
             done = self._process(batch, acc, cancel, feats)
             if pending is not None:
                 pending()
             pending = done
+            feats.drop_before((batch[-1].start_sample + step) // FBANK_SHIFT - 1)
+            if progress is not None:
+                progress(min(total, blocks.samples / SAMPLE_RATE), total)
         if pending is not None:
             pending()
         n = blocks.samples
@@ -504,6 +495,18 @@ class _CountingBlocks:
         return block
 
 
+def _batched(items: Iterator[T], size: int) -> Iterator[list[T]]:
+    """Lists of ``size`` consecutive items (the last may be shorter)."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _counting(blocks: Iterator[np.ndarray], cancel: threading.Event | None) -> _CountingBlocks:
     return _CountingBlocks(blocks, cancel)
 
@@ -677,15 +680,11 @@ class WindowEmbedder:
         index = self._seg_index if len(self._seg_index) == len(feats) else _fbank_to_segmentation_frames(len(feats))
         return [self.model.embed_features(feats[m[index]]) for m in masks]
 
-    def embed_windows(self, jobs: list[tuple[np.ndarray, list[np.ndarray]]]) -> list[list[np.ndarray]]:
-        """``embed_masked`` over several windows, in parallel when there are workers."""
-        return self.submit_windows(jobs)()
-
     def submit_windows(
         self, jobs: list[tuple[np.ndarray, list[np.ndarray]]]
     ) -> Callable[[], list[list[np.ndarray]]]:
-        """Start ``embed_windows`` on the workers (at once, without workers); the returned
-        call waits for the results."""
+        """Start ``embed_masked`` over several windows, on the workers when there are any
+        (else at once); the returned call waits for the results."""
         if self._pool is None:
             out = [self.embed_masked(x, m) for x, m in jobs]
             return lambda: out
