@@ -287,6 +287,7 @@ class Diarizer:
             if pending is not None:
                 pending()
             pending = done
+            # in-flight jobs hold views of the released frames; numpy keeps those alive
             feats.drop_before((batch[-1].start_sample + step) // FBANK_SHIFT - 1)
             if progress is not None:
                 progress(min(total, blocks.samples / SAMPLE_RATE), total)
@@ -340,7 +341,7 @@ class Diarizer:
             acc.segs.append(seg)
             acc.clean.append(clean.sum(axis=0) * FRAME_STEP)
         _check(cancel)
-        results = self.embedder.submit_windows(jobs)
+        results = self.embedder.submit(lambda job: self.embedder.embed_masked(*job), jobs)
 
         def store() -> None:
             for speakers, vectors in zip(who, results(), strict=True):
@@ -680,22 +681,18 @@ class WindowEmbedder:
         index = self._seg_index if len(self._seg_index) == len(feats) else _fbank_to_segmentation_frames(len(feats))
         return [self.model.embed_features(feats[m[index]]) for m in masks]
 
-    def submit_windows(
-        self, jobs: list[tuple[np.ndarray, list[np.ndarray]]]
-    ) -> Callable[[], list[list[np.ndarray]]]:
-        """Start ``embed_masked`` over several windows, on the workers when there are any
-        (else at once); the returned call waits for the results."""
+    def submit(self, fn: Callable[[T], R], items: list[T]) -> Callable[[], list[R]]:
+        """Start ``fn`` over ``items`` on the embedding workers (without workers: at once);
+        the returned call waits for the results, in order."""
         if self._pool is None:
-            out = [self.embed_masked(x, m) for x, m in jobs]
+            out = [fn(item) for item in items]
             return lambda: out
-        futures = [self._pool.submit(self.embed_masked, x, m) for x, m in jobs]
+        futures = [self._pool.submit(fn, item) for item in items]
         return lambda: [f.result() for f in futures]
 
     def map(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
         """``fn`` over ``items`` on the embedding workers (in order)."""
-        if self._pool is None:
-            return [fn(item) for item in items]
-        return list(self._pool.map(fn, items))
+        return self.submit(fn, items)()
 
     def close(self) -> None:
         if self._pool is not None:
