@@ -24,6 +24,7 @@ from whispdiar.diarization import (
     _turns,
     _vote_weights,
     _votes,
+    speaker_count,
 )
 from whispdiar.errors import AudioError, InputNotFound, UsageError
 from whispdiar.records import Turn
@@ -232,7 +233,6 @@ def test_rttm_output_round_trips(sample: Diarization):
         assert a.speaker == b.speaker and a.start == pytest.approx(b.start, abs=1e-3)
 
 
-
 def test_doubtful_frames_are_those_the_centred_window_gave_to_someone_else():
     central = _region_mask(2.5)
     seg = np.zeros((1, 589, 3), np.uint8)
@@ -256,10 +256,6 @@ def test_recheck_gives_a_stretch_voted_to_the_wrong_speaker_back(diarizer: Diari
     swapped to the other speaker, as when the segmentation runs a local speaker across a
     change of voice. The windows centred there still say otherwise, so the stretch is
     re-embedded and given back; untouched votes are left alone."""
-    from whispdiar import audio
-    from whispdiar.diarization import _vote_weights, _votes, speaker_count
-    from whispdiar.segmentation import frame_center as centre
-
     path = data_dir / "diar_sample.flac"
     a = diarizer.analyse(path)
     cl, _ = diarizer.cluster(a)
@@ -282,13 +278,15 @@ def test_recheck_gives_a_stretch_voted_to_the_wrong_speaker_back(diarizer: Diari
     diarizer._recheck(a, cl, scores, hard, untouched, count, span, None)
     assert (top(untouched) == before).mean() > 0.98
 
-    frames = np.flatnonzero((centre(np.arange(len(before))) > 11.0) & (centre(np.arange(len(before))) < 14.0))
+    frames = np.flatnonzero((frame_center(np.arange(len(before))) > 11.0)
+                            & (frame_center(np.arange(len(before))) < 14.0))
     truth = np.bincount(before[frames][before[frames] >= 0]).argmax()
     assert (before[frames] == truth).mean() > 0.9
     votes[frames] = votes[frames][:, ::-1]  # the neighbour wins every vote there
     assert (top(votes)[frames] == 1 - truth).mean() > 0.9
     diarizer._recheck(a, cl, scores, hard, votes, count, span, None)
     assert (top(votes)[frames] == truth).mean() > 0.8
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("k", [1, 3])
