@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from . import models as model_registry
-from .errors import EXIT_PARTIAL, EXIT_SIGINT, EXIT_SIGTERM, OutputError, UsageError, WhispdiarError
+from .errors import EXIT_PARTIAL, OutputError, UsageError, WhispdiarError
 from .outputs import OutputPlan, plan_outputs
 from .progress import ProgressReporter
 
@@ -134,6 +134,7 @@ def _default_threads() -> int:
 
 
 Processor = Callable[[Path, str], dict[str, str]]
+STOP_WAIT = 3.0  # s the main thread waits for a cancelled run to stop before leaving
 T = TypeVar("T")
 
 
@@ -159,8 +160,10 @@ def _interruptible(work: Callable[[threading.Event], T]) -> T:
         while worker.is_alive():
             worker.join(0.1)
     except BaseException:
+        # The engines stop within one decoder step / batch of windows; the bound keeps the
+        # exit prompt even if one does not (it keeps what it uses: nothing is freed under it).
         cancel.set()
-        worker.join(5.0)
+        worker.join(STOP_WAIT)
         raise
     if "error" in box:
         raise box["error"]
@@ -174,7 +177,7 @@ def _run_batch(plan: OutputPlan, load: Callable[[], Processor], rep: ProgressRep
     ``load()`` returns ``process(audio_path, display_name) -> {fmt: text}``. One bad
     input does not stop the others; the exit status reports them at the end.
     """
-    from . import audio
+    from . import audio, signals
     from .writers import write_atomic
 
     failures: list[tuple[str, WhispdiarError]] = []
@@ -195,13 +198,22 @@ def _run_batch(plan: OutputPlan, load: Callable[[], Processor], rep: ProgressRep
         try:
             assert process is not None
             rendered = process(item.source, item.display)
-            for fmt, dest in item.destinations.items():
-                if dest is None:
-                    sys.stdout.write(rendered[fmt])
-                    sys.stdout.flush()
-                else:
-                    write_atomic(dest, rendered[fmt])
-                    rep.log(f"wrote {dest}")
+            with signals.deferred():  # one input's outputs appear together or not at all
+                written = []
+                try:
+                    for fmt, dest in item.destinations.items():
+                        if dest is None:
+                            sys.stdout.write(rendered[fmt])
+                            sys.stdout.flush()
+                        else:
+                            write_atomic(dest, rendered[fmt])
+                            written.append(dest)
+                except BaseException:
+                    for dest in written:
+                        dest.unlink(missing_ok=True)
+                    raise
+            for dest in written:
+                rep.log(f"wrote {dest}")
         except WhispdiarError as e:
             failed(item.display, e)
         finally:
@@ -485,50 +497,16 @@ def speakers_rename(old: str, new: str, speakers_db: SpeakersDb = None) -> None:
 
 
 def main() -> None:
-    """Console-script entry point: turns stray interrupts into conventional exit codes."""
-    import signal
-
-    def on_term(signum: int, frame: object) -> None:
-        raise _Terminated()
-
-    def on_int(signum: int, frame: object) -> None:
-        raise _Interrupted()  # not KeyboardInterrupt: typer would swallow that into a silent exit
-
-    signal.signal(signal.SIGTERM, on_term)
-    # Our own handler: a shell starts background jobs with SIGINT ignored, where
-    # `kill -INT` must still stop us.
-    signal.signal(signal.SIGINT, on_int)
+    """Run the typer app; the ``whispdiar`` command (``whispdiar.__main__``) wraps this with
+    the signal handling and the final exit."""
     try:
         app()
-    except (KeyboardInterrupt, _Interrupted):
-        err.print("whispdiar: interrupted", markup=False)
-        _exit_now(EXIT_SIGINT)
-    except _Terminated:
-        err.print("whispdiar: terminated", markup=False)
-        _exit_now(EXIT_SIGTERM)
     except (UsageError, OutputError) as e:
         err.print(f"whispdiar: error: {e}", markup=False)
         sys.exit(e.exit_code)
 
 
-def _exit_now(code: int) -> None:
-    """Leave at once after a signal. Clean-up (temp files, no partial outputs) already ran
-    while the exception unwound; a worker may still be inside whisper.cpp or onnxruntime,
-    and a normal interpreter shutdown under its feet aborts the process."""
-    import os
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-class _Interrupted(BaseException):
-    """SIGINT (Ctrl-C), raised in the main thread."""
-
-
-class _Terminated(BaseException):
-    """SIGTERM, raised in the main thread so the same clean-up runs as for Ctrl-C."""
-
-
 if __name__ == "__main__":
-    main()
+    from .__main__ import main as entry
+
+    entry()

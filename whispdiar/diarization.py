@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -29,6 +29,8 @@ from typing import TypeVar
 import numpy as np
 
 from . import audio
+from .cancel import AnyEvent
+from .cancel import Cancelled as BaseCancelled
 from .clustering import (
     DEFAULT_MIN_CLUSTER_SIZE,
     DEFAULT_THRESHOLD,
@@ -64,7 +66,7 @@ R = TypeVar("R")
 Relabel = Callable[[Clustering, np.ndarray], Clustering]
 
 
-class Cancelled(Exception):
+class Cancelled(BaseCancelled):
     """The caller's cancel event was set; the diarization stopped early."""
 
 
@@ -206,10 +208,17 @@ class Diarizer:
         # ran m10 (10 min) in 19.3-19.8 s against 21.1-22.0 s for 2 threads per stage in turn.
         self.segmenter = Segmenter(segmentation_model, max(1, threads // 2))
         self.embedder = WindowEmbedder(embedding_model, threads, embedding_model_id)
+        self._closing = threading.Event()
 
     def close(self) -> None:
-        """Stop the embedding worker threads (they are idle between files anyway)."""
+        """Stop: a running call raises Cancelled at its next batch of windows, and the
+        embedding workers end after the job they run. Nothing native is freed here: an
+        onnxruntime session lives as long as a running call still references it."""
+        self._closing.set()
         self.embedder.close()
+
+    def _stop(self, cancel: threading.Event | None) -> AnyEvent:
+        return AnyEvent(threading.Event(), cancel, self._closing)
 
     # ----------------------------------------------------------------- public
     def __call__(
@@ -227,6 +236,7 @@ class Diarizer:
         """Diarize one file. ``relabel`` may rewrite the clustering (e.g. merge clusters
         that match one enrolled voiceprint) before the turns are built."""
         check_hints(num_speakers, min_speakers, max_speakers)
+        cancel = self._stop(cancel)
         path = Path(audio_path)
         tmp = audio.decode_with_ffmpeg(path) if audio.needs_ffmpeg(path) else None
         work = tmp or path
@@ -255,6 +265,7 @@ class Diarizer:
         channel: int | None = None,
     ) -> Analysis:
         path = Path(audio_path)
+        cancel = self._stop(cancel)
         tmp = audio.decode_with_ffmpeg(path) if audio.needs_ffmpeg(path) else None
         try:
             total = audio.info(tmp or path).duration
@@ -269,6 +280,7 @@ class Diarizer:
         x = np.asarray(samples, np.float32)
         if x.ndim != 1 or len(x) == 0:
             raise AudioError("expected a non-empty 1-D array of 16 kHz samples")
+        cancel = self._stop(cancel)
         return self._analyse_blocks(_counting(iter([x]), cancel), len(x) / SAMPLE_RATE, None, cancel)
 
     def _analyse_blocks(
@@ -687,8 +699,11 @@ class WindowEmbedder:
         if self._pool is None:
             out = [fn(item) for item in items]
             return lambda: out
-        futures = [self._pool.submit(fn, item) for item in items]
-        return lambda: [f.result() for f in futures]
+        try:
+            futures = [self._pool.submit(fn, item) for item in items]
+        except RuntimeError:  # the pool was shut down: the diarizer is closing
+            raise Cancelled("diarizer closed") from None
+        return lambda: _results(futures)
 
     def map(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
         """``fn`` over ``items`` on the embedding workers (in order)."""
@@ -696,7 +711,16 @@ class WindowEmbedder:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=False)
+            # Queued jobs are dropped; a running one finishes (its session stays alive
+            # while it is referenced) and its result is never read.
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _results(futures: list[Future[R]]) -> list[R]:
+    try:
+        return [f.result() for f in futures]
+    except CancelledError:  # dropped by close()
+        raise Cancelled("diarizer closed") from None
 
 
 def _fbank_to_segmentation_frames(num_fbank: int) -> np.ndarray:

@@ -35,9 +35,10 @@ import numpy as np
 
 from . import audio
 from .alignment import AlignConfig, align
+from .cancel import AnyEvent
+from .cancel import Cancelled as _StageCancelled
 from .naming import speaker_records
 from .records import Result, Timings
-from .transcription import Cancelled as _AsrCancelled
 from .transcription import Transcriber, Transcript
 from .vad import SileroVad
 
@@ -52,28 +53,11 @@ Namer = Callable[["Diarization"], Mapping[str, tuple[str, float]]]  # noqa: F821
 
 
 class Cancelled(Exception):
-    """The run was cancelled through the cancel event (or by a failing side of the run)."""
+    """The run was cancelled through the cancel event, by a failing side of the run, or
+    because the pipeline was closed."""
 
 
-def _cancelled_types() -> tuple[type[BaseException], ...]:
-    from .diarization import Cancelled as DiarCancelled
-
-    return (_AsrCancelled, DiarCancelled)
-
-
-class _Either:
-    """An event-like view that is set when either of two events is set."""
-
-    def __init__(self, a: threading.Event | None, b: threading.Event):
-        self._a, self._b = a, b
-
-    def is_set(self) -> bool:
-        return self._b.is_set() or (self._a is not None and self._a.is_set())
-
-    def set(self) -> None:
-        self._b.set()
-
-
+CLOSE_WAIT = 2.0  # s close() waits for running runs to stop (they do within a decoder step or a batch)
 SHORT_SECONDS = 60.0  # files up to this long are diarized first, then transcribed
 
 
@@ -155,6 +139,9 @@ class Pipeline:
         self.transcriber = Transcriber(whisper_model, threads=self.asr_threads, vad=self.vad,
                                        timing=timing, beam_size=beam_size, lanes=lanes)
         self.models["whisper"] = self.transcriber.name
+        self._closing = threading.Event()  # set by close(): every run stops
+        self._runs = threading.Condition()  # guards _active
+        self._active = 0  # runs in progress
         self._diarizer: Future | None = None
         self.embedding_model_id: str | None = None
         if self.diarize:
@@ -215,16 +202,28 @@ class Pipeline:
             **kwargs,
         )
 
-    def close(self) -> None:
-        self.transcriber.close()
-        if self._diarizer is not None and self._diarizer.exception() is None:
-            self._diarizer.result().close()  # its embedding worker threads
+    def close(self, wait: float = CLOSE_WAIT) -> None:
+        """Stop running runs (from any thread; they raise Cancelled), wait up to ``wait``
+        seconds for them, then free the engines. Native resources still in use after that
+        are freed by the thread using them when it stops, never under it."""
+        self._closing.set()
+        deadline = time.monotonic() + max(0.0, wait)
+        with self._runs:
+            while self._active and (left := deadline - time.monotonic()) > 0:
+                self._runs.wait(left)
+        self.transcriber.close(wait=max(0.0, deadline - time.monotonic()))
+        if self._diarizer is not None:
+            # still loading: close it when it is loaded (its loader thread is not waited for)
+            self._diarizer.add_done_callback(_close_loaded)
 
     def __enter__(self) -> Pipeline:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        # Ctrl-C / SIGTERM (not Exception subclasses): the process is about to leave, so
+        # do not wait for the engines to stop; they keep what they use.
+        interrupted = exc_type is not None and not issubclass(exc_type, Exception)
+        self.close(wait=0.0 if interrupted else CLOSE_WAIT)
 
     # ------------------------------------------------------------------ run
 
@@ -249,6 +248,22 @@ class Pipeline:
         ``cancel``: set it to stop between chunks; raises Cancelled.
         ``relabel`` is passed to the diarizer (voiceprint-driven cluster merging).
         """
+        with self._runs:
+            if self._closing.is_set():
+                raise Cancelled("pipeline closed")
+            self._active += 1
+        try:
+            return self._run(path, language, diarize, num_speakers, min_speakers, max_speakers, progress, cancel,
+                             relabel, display_name)
+        finally:
+            with self._runs:
+                self._active -= 1
+                self._runs.notify_all()
+
+    def _run(self, path: str | os.PathLike[str], language: str | None, diarize: bool | None,
+             num_speakers: int | None, min_speakers: int | None, max_speakers: int | None,
+             progress: ProgressFn | None, cancel: threading.Event | None, relabel: Callable | None,
+             display_name: str | None) -> Result:
         t_start = time.perf_counter()
         src = Path(path)
         self.transcriber.check_language(language)  # bad options fail before any work
@@ -260,7 +275,7 @@ class Pipeline:
             if diarize and not self.diarize:
                 raise ValueError("this pipeline was built without diarization models")
             stop = threading.Event()
-            either = _Either(cancel, stop)
+            either = AnyEvent(stop, cancel, self._closing)
             outcome = _DiarOutcome()
             worker = None
             if do_diar:
@@ -282,7 +297,7 @@ class Pipeline:
                 stop.set()  # tell the diarizer to stop too, then surface the first cause
                 if worker is not None:
                     worker.join()
-                if outcome.error is not None and not isinstance(outcome.error, _cancelled_types()):
+                if outcome.error is not None and not isinstance(outcome.error, _StageCancelled):
                     raise outcome.error from None  # the diarizer failed first and stopped whisper
                 raise
             finally:
@@ -291,7 +306,7 @@ class Pipeline:
                 worker.join()
             if outcome.error is not None:
                 raise outcome.error
-        except _cancelled_types() as e:
+        except _StageCancelled as e:
             raise Cancelled(str(e) or "cancelled") from None
         finally:
             if tmp is not None:
@@ -302,10 +317,10 @@ class Pipeline:
         return result
 
     def _transcribe(self, work: Path, duration: float, language: str | None, progress: ProgressFn | None,
-                    either: _Either, worker: threading.Thread | None) -> Transcript:
+                    either: AnyEvent, worker: threading.Thread | None) -> Transcript:
         if progress:
             progress("vad", 0.0, duration)
-        regions, probs = self.transcriber.speech_regions(work, duration)
+        regions, probs = self.transcriber.speech_regions(work, duration, cancel=either)
         if progress:
             progress("vad", duration, duration)
 
@@ -319,7 +334,7 @@ class Pipeline:
         return self.transcriber.transcribe(work, language=language, progress=progress, cancel=either,
                                            threads=threads, regions=regions, probs=probs)
 
-    def _diarize_worker(self, work: Path, outcome: _DiarOutcome, cancel: _Either, progress: ProgressFn | None,
+    def _diarize_worker(self, work: Path, outcome: _DiarOutcome, cancel: AnyEvent, progress: ProgressFn | None,
                         num_speakers: int | None, min_speakers: int | None, max_speakers: int | None,
                         relabel: Callable | None) -> None:
         t0 = time.perf_counter()
@@ -348,6 +363,11 @@ class Pipeline:
         speakers = speaker_records(list(diar.turns), named, reserved, segments, conf)
         return Result(name, transcript.duration, transcript.language, segments, speakers, list(diar.turns),
                       dict(self.models))
+
+
+def _close_loaded(loading: Future) -> None:
+    if loading.exception() is None:
+        loading.result().close()
 
 
 def transcribe(

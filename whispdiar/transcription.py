@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import threading
+import time
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from .audio import SAMPLE_RATE, info, load, stream
+from .cancel import AnyEvent
+from .cancel import Cancelled as BaseCancelled
 from .errors import ModelError, UsageError
 from .ggml import WhisperHeader, read_header
 from .records import Segment, Word
@@ -54,10 +57,12 @@ LEAD_IN = 0.3
 MERGE_GAP = 0.6  # regions closer than this are kept together with their real pause
 FILL_MIN = 2.0  # fill a chunk with part of the next region when at least this much room is left
 SPLIT_GAP = 2.0  # s: a whisper segment whose words jump further than this in the recording is cut
+CLOSE_WAIT = 2.0  # s close() waits for running decodes to stop (they abort within one decoder step)
 
 
-class Cancelled(Exception):
-    """Raised when the cancel event is set; the pipeline turns it into its own error."""
+class Cancelled(BaseCancelled):
+    """Raised when the cancel event is set or the transcriber is closed; the pipeline
+    turns it into its own error."""
 
 
 # --------------------------------------------------------------------------- model file
@@ -572,9 +577,13 @@ class Transcriber:
             cp.dtw_token_timestamps = True
             cp.dtw_aheads_preset = _aheads_preset(pw, self.header)
         self._cp = cp
-        self._lock = threading.Lock()  # guards the context lists
-        self._contexts: list = []  # every loaded context
+        # A context belongs to the lane decoding on it until _release: close() frees only
+        # idle ones, and a context still busy then is freed by its lane when it returns.
+        self._lock = threading.Condition()  # guards the context lists and _closed
+        self._contexts: list = []  # every loaded, not yet freed context
         self._idle: list = []  # contexts not decoding right now
+        self._closed = False
+        self._closing = threading.Event()  # running decodes abort at their next decoder step
         ctx = self._load_context()
         self.multilingual = bool(pw.whisper_is_multilingual(ctx))
         self._eot = pw.whisper_token_eot(ctx)
@@ -584,13 +593,22 @@ class Transcriber:
     def name(self) -> str:
         return self.header.name
 
-    def close(self) -> None:
+    def close(self, wait: float = CLOSE_WAIT) -> None:
+        """Stop running decodes (they abort at their next decoder step) and free the
+        contexts. Waits up to ``wait`` seconds for busy contexts; one still busy then is
+        freed by its lane when whisper_full returns, never under it."""
         lock = getattr(self, "_lock", None)
         if lock is None:
             return  # __init__ failed before any context existed
+        self._closing.set()
+        deadline = time.monotonic() + max(0.0, wait)
         with lock:
-            contexts, self._contexts, self._idle = self._contexts, [], []
-        for ctx in contexts:
+            self._closed = True
+            while len(self._idle) < len(self._contexts) and (left := deadline - time.monotonic()) > 0:
+                lock.wait(left)
+            idle, self._idle = self._idle, []
+            self._contexts = [c for c in self._contexts if not any(c is i for i in idle)]
+        for ctx in idle:
             self._pw.whisper_free(ctx)
 
     def _load_context(self):  # noqa: ANN202 - binding handle
@@ -601,25 +619,35 @@ class Transcriber:
         if ctx is None:
             raise ModelError(f"{self.path}: whisper.cpp could not load it (corrupt or unsupported file)")
         with self._lock:
-            self._contexts.append(ctx)
-            self._idle.append(ctx)
+            closed = self._closed
+            if not closed:
+                self._contexts.append(ctx)
+                self._idle.append(ctx)
+        if closed:  # closed while this copy loaded: nobody else has it
+            self._pw.whisper_free(ctx)
+            raise Cancelled("transcriber closed")
         return ctx
 
     def _acquire(self):  # noqa: ANN202
         """An idle context, loading another copy of the model if none is idle."""
-        with self._lock:
-            if not self._contexts:
-                raise RuntimeError("transcriber is closed")
-            if self._idle:
-                return self._idle.pop()
-        self._load_context()
-        with self._lock:
-            return self._idle.pop()
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise Cancelled("transcriber closed")
+                if self._idle:
+                    return self._idle.pop()
+            self._load_context()
 
     def _release(self, ctx) -> None:  # noqa: ANN001
         with self._lock:
-            if any(c is ctx for c in self._contexts):
+            free = self._closed
+            if free:
+                self._contexts = [c for c in self._contexts if c is not ctx]
+            else:
                 self._idle.append(ctx)
+            self._lock.notify_all()
+        if free:  # close() came while this lane decoded: the lane frees what it held
+            self._pw.whisper_free(ctx)
 
     def __enter__(self) -> Transcriber:
         return self
@@ -629,7 +657,7 @@ class Transcriber:
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # interpreter shutdown: the binding may be gone
-            self.close()
+            self.close(wait=0.0)
 
     # -- public --------------------------------------------------------------------
 
@@ -645,10 +673,11 @@ class Transcriber:
             raise UsageError(f"model {self.name} is English-only; cannot transcribe language {code!r}")
         return code
 
-    def speech_regions(self, path: str | os.PathLike[str], duration: float) -> tuple[list[SpeechRegion], np.ndarray]:
+    def speech_regions(self, path: str | os.PathLike[str], duration: float,
+                       cancel: threading.Event | None = None) -> tuple[list[SpeechRegion], np.ndarray]:
         """Speech regions (VAD) and the frame probabilities used to cut long ones."""
         if self.vad is not None:
-            probs = self.vad.file_probabilities(path)
+            probs = self.vad.file_probabilities(path, cancel=AnyEvent(self._closing, cancel))
             return speech_regions(probs, threshold=0.4, pad=0.2, duration=duration), probs
         # No VAD: treat everything as speech, cut into blocks at quiet points.
         return [SpeechRegion(0.0, duration)], energy_probabilities(path)
@@ -678,7 +707,7 @@ class Transcriber:
         stop = threading.Event()  # set on the way out: running decodes abort at their next encoder pass
 
         def stopped() -> bool:
-            return stop.is_set() or (cancel is not None and cancel.is_set())
+            return stop.is_set() or self._closing.is_set() or (cancel is not None and cancel.is_set())
         running: dict[Future, Chunk] = {}
         completed: set[int] = set()  # chunk indices
         with ThreadPoolExecutor(self.lanes, thread_name_prefix="whisper") as pool:
@@ -766,10 +795,18 @@ class Transcriber:
         ctx = self._acquire()
         try:
             params = self._params(language, n_threads)
-            # Called before each encoder pass; returning False aborts whisper_full early.
-            pw.assign_encoder_begin_callback(params, lambda *_: not stopped())
+
+            def abort() -> bool:
+                return self._closing.is_set() or stopped()
+
+            # Asked before each encoder pass (False stops it) and after the encoder and
+            # every decoder step (True aborts): a cancelled chunk stops within one step
+            # (~10-50 ms) instead of running to its end (seconds). Each call takes the GIL
+            # once: a few hundred per chunk (docs/benchmarks.md: no measurable cost).
+            pw.assign_encoder_begin_callback(params, lambda *_: not abort())
+            pw.assign_abort_callback(params, abort)
             pw.whisper_full(ctx, params, signal, len(signal))
-            if stopped():
+            if abort():
                 raise Cancelled()
             detected = None
             if language is None:

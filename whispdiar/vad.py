@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import SAMPLE_RATE, stream
+from .cancel import EventLike, check
 from .errors import ModelError
 
 FRAME = 512  # new samples per call (32 ms)
@@ -58,7 +59,8 @@ class SileroVad:
         self._lanes = max(1, lanes)
         self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
 
-    def _run_lanes(self, lanes: list[np.ndarray], warmups: list[np.ndarray]) -> list[np.ndarray]:
+    def _run_lanes(self, lanes: list[np.ndarray], warmups: list[np.ndarray],
+                   cancel: EventLike | None = None) -> list[np.ndarray]:
         """Probabilities for each lane (len(lane) // FRAME values, last partial frame padded)."""
         n_frames = [(len(x) + FRAME - 1) // FRAME for x in lanes]
         n_warm = [len(w) // FRAME for w in warmups]
@@ -75,6 +77,8 @@ class SileroVad:
         state = np.zeros((2, b, 128), np.float32)
         out = np.zeros((b, total), np.float32)
         for f in range(total):
+            if f % 64 == 0:  # every ~2 s of audio per lane (~50 ms of work)
+                check(cancel)
             s = f * FRAME
             prob, state = self._session.run(
                 None, {"input": buf[:, s:s + CONTEXT + FRAME], "state": state, "sr": self._sr}
@@ -86,12 +90,13 @@ class SileroVad:
         """Speech probability per 32 ms frame of a 16 kHz mono signal."""
         return self._probabilities_blocks([signal])
 
-    def file_probabilities(self, path: str | os.PathLike[str]) -> np.ndarray:
-        """Speech probability per 32 ms frame of a file, read in blocks (flat memory)."""
+    def file_probabilities(self, path: str | os.PathLike[str], cancel: EventLike | None = None) -> np.ndarray:
+        """Speech probability per 32 ms frame of a file, read in blocks (flat memory).
+        Raises ``cancel.Cancelled`` soon after ``cancel`` is set."""
         block = self._lanes * _LANE_FRAMES * FRAME / SAMPLE_RATE
-        return self._probabilities_blocks(stream(path, block_seconds=block))
+        return self._probabilities_blocks(stream(path, block_seconds=block), cancel)
 
-    def _probabilities_blocks(self, blocks: Iterable[np.ndarray]) -> np.ndarray:
+    def _probabilities_blocks(self, blocks: Iterable[np.ndarray], cancel: EventLike | None = None) -> np.ndarray:
         lane_len = _LANE_FRAMES * FRAME
         warm_len = _WARMUP_FRAMES * FRAME
         pending = np.zeros(0, np.float32)
@@ -104,7 +109,7 @@ class SileroVad:
                 lanes.append(x[i:i + lane_len])
                 prev = x[max(0, i - warm_len):i] if i else hist[-warm_len:]
                 warms.append(prev)
-            parts.extend(self._run_lanes(lanes, warms))
+            parts.extend(self._run_lanes(lanes, warms, cancel))
 
         group = self._lanes * lane_len
         for block in blocks:
