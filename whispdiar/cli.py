@@ -45,12 +45,15 @@ def _fail(e: WhispdiarError) -> typer.Exit:
 
 @models_app.command("list")
 def models_list() -> None:
-    """Show every model in the registry, whether it is installed, and its licence."""
+    """Every model in the registry: installed or not, licence, and where the installed file came from."""
     specs = model_registry.load_manifest()
     for name, spec in specs.items():
-        installed = "installed" if spec.path.is_file() else "missing"
+        installed = spec.path.is_file()
         default = "default" if spec.default else "optional"
-        sys.stdout.write(f"{name}\t{spec.role}\t{default}\t{installed}\t{spec.licence}\t{spec.description}\n")
+        # The source the last fetch/verify recorded; "unverified" if the file changed since.
+        source = (model_registry.recorded_source(spec) or "unverified") if installed else "-"
+        sys.stdout.write(f"{name}\t{spec.role}\t{default}\t{'installed' if installed else 'missing'}\t"
+                         f"{spec.licence}\t{spec.description}\t{source}\n")
 
 
 @models_app.command("path")
