@@ -41,6 +41,24 @@ def _fail(e: WhispdiarError) -> typer.Exit:
     return typer.Exit(e.exit_code)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from .versions import version_lines
+
+        sys.stdout.write("".join(f"{line}\n" for line in version_lines()))
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_print_version, is_eager=True,
+                                          help="Show the versions of whispdiar, whisper.cpp and onnxruntime.")]
+    = False,
+) -> None:
+    # No docstring: the app's help stays the one given to typer.Typer above.
+    pass
+
+
 # --- models ------------------------------------------------------------------------------
 
 @models_app.command("list")
