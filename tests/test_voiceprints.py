@@ -6,11 +6,14 @@ speakers (tests/data/ls-*.flac) with the real segmentation and CAM++ models.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -277,6 +280,84 @@ def test_killed_writer_leaves_db_consistent(db: Path) -> None:
         assert store.speakers() == []
         store.add_sample("Jan", np.ones((1, D), np.float32), model_id=MODEL, source="s", speech_seconds=3)
         assert [s.name for s in store.speakers()] == ["Jan"]
+
+
+# --------------------------------------------------------------------------- privacy
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_new_database_and_its_directory_are_private(tmp_path: Path, umask_022: None) -> None:
+    db = tmp_path / "home" / "speakers.db"
+    warnings: list[str] = []
+    with VoiceprintStore(db, warn=warnings.append) as store:
+        store.add_sample("Jan", np.ones((1, D), np.float32), model_id=MODEL, source="s", speech_seconds=3)
+        wal, shm = db.with_name("speakers.db-wal"), db.with_name("speakers.db-shm")
+        assert wal.exists() and shm.exists()  # WAL mode: both exist while the database is open
+        assert (_mode(db.parent), _mode(db), _mode(wal), _mode(shm)) == (0o700, 0o600, 0o600, 0o600)
+    assert _mode(db) == 0o600 and _mode(db.parent) == 0o700
+    assert warnings == []
+
+
+def test_an_existing_directory_keeps_its_mode(tmp_path: Path, umask_022: None) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    db = shared / "x.db"
+    warnings: list[str] = []
+    with VoiceprintStore(db, warn=warnings.append) as store:
+        store.add_sample("Jan", np.ones((1, D), np.float32), model_id=MODEL, source="s", speech_seconds=3)
+    assert _mode(shared) == 0o755 and _mode(db) == 0o600
+    assert warnings == []  # a directory of the user's choosing is not ours to judge; the file is private
+
+
+def test_readable_database_is_warned_about_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                umask_022: None) -> None:
+    db = tmp_path / "a" / "speakers.db"
+    with VoiceprintStore(db):
+        pass
+    os.chmod(db, 0o644)  # as an older whispdiar created it
+    warnings: list[str] = []
+    for _ in range(3):
+        with VoiceprintStore(db, warn=warnings.append):
+            pass
+    VoiceprintNamer(db, MODEL, warn=warnings.append)
+    assert len(warnings) == 1, warnings
+    assert "readable by other users (mode 0644)" in warnings[0] and f"chmod 600 {db}" in warnings[0]
+    assert _mode(db) == 0o644  # warned, not changed behind the user's back
+    # whispdiar's data directory is checked too (it would be 0700 had we created it).
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chmod(home, 0o755)
+    monkeypatch.setenv("WHISPDIAR_HOME", str(home))
+    with VoiceprintStore(home / "speakers.db", warn=warnings.append):
+        pass
+    assert len(warnings) == 2 and f"the directory of {home / 'speakers.db'}" in warnings[1]
+    assert f"chmod 700 {home}" in warnings[1] and "chmod 600" not in warnings[1]
+    assert _mode(home) == 0o755
+
+
+def test_cli_warns_once_on_stderr_about_a_readable_database(tmp_path: Path) -> None:
+    db = tmp_path / "speakers.db"
+    with VoiceprintStore(db) as store:
+        store.add_sample("Jan", np.ones((1, D), np.float32), model_id=MODEL, source="s", speech_seconds=3)
+    os.chmod(db, 0o640)
+    proc = subprocess.run([sys.executable, "-m", "whispdiar.cli", "speakers", "list", "--speakers-db", str(db)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Jan\t1\t3.0\t")
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("whispdiar: warning: "), lines
+    assert "mode 0640" in lines[0] and f"chmod 600 {db}" in lines[0]
 
 
 # --------------------------------------------------------------------------- naming

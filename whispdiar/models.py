@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FetchError, ModelError, ModelNotInstalled
-from .paths import models_dir
+from .paths import data_dir, make_private_dir, models_dir
 
 MANIFEST = Path(__file__).resolve().parent.parent / "models" / "manifest.json"
 EXPORT_CAMPPLUS = Path(__file__).resolve().parent.parent / "scripts" / "export_campplus.py"
@@ -370,6 +370,7 @@ def fetch(name: str, force: bool = False, report: Report = lambda _m: None,
             return FetchResult(name, dest, verify(spec, full=True), fetched=False)
         except ModelError:
             report(f"{dest} is damaged; fetching it again")
+    make_private_dir(data_dir())  # models_dir()'s parent holds the speaker database too: 0700 if created here
     dest.parent.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     for source in spec.sources:

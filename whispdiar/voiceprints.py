@@ -16,6 +16,10 @@ Concurrency: WAL journal, a 10 s busy timeout (a second ``enroll`` waits instead
 failing), and every write is one ``BEGIN IMMEDIATE`` transaction, so concurrent or
 interrupted enrolls leave either the whole sample or nothing.
 
+Privacy: voiceprints are biometric data. A database directory created here is 0700 and
+the database file 0600 (SQLite gives its -wal/-shm/-journal files the database's mode);
+an existing database readable by other users is left alone and warned about once.
+
 Recognition itself (comparing clusters with voiceprints) is in ``naming.py``; this
 module only stores and produces voiceprints.
 """
@@ -23,6 +27,7 @@ module only stores and produces voiceprints.
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
@@ -45,6 +50,7 @@ from .naming import (
     name_speakers,
     steer_clustering,
 )
+from .paths import data_dir, make_private_dir
 
 if TYPE_CHECKING:
     from .clustering import Clustering
@@ -65,6 +71,14 @@ CAMPPLUS_STEM = "campplus_cn_en_common"
 CAMPPLUS_SHA256 = "8e8dce3af38d6df43634a4a0d6ee833a0454c90cefc5dd29b94b11845fc2849d"
 
 Warn = Callable[[str], None]
+# Files SQLite keeps beside the database; they hold the same data.
+COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")
+_warned_exposed: set[Path] = set()  # databases already warned about in this process
+
+
+def _stderr_warning(message: str) -> None:
+    print(f"whispdiar: warning: {message}", file=sys.stderr)
+
 
 
 # --------------------------------------------------------------------------- schema
@@ -170,15 +184,74 @@ def check_name(name: str) -> str:
     return clean
 
 
+# --------------------------------------------------------------------------- privacy
+def _create_private_file(path: Path) -> bool:
+    """Create an empty file with mode 0600 whatever the umask; False if it exists already.
+
+    An empty file is an empty SQLite database; SQLite then creates the -wal, -shm and
+    -journal files with the database's mode, so they are 0600 too.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    return True
+
+
+def exposure(path: str | os.PathLike[str]) -> str | None:
+    """Why the database at ``path`` is readable by other users, and the chmod that fixes it.
+
+    None when it is private. Checks the file and its -wal/-shm/-journal files, and its
+    directory when that is whispdiar's data directory (a directory the user picked with
+    ``--speakers-db``, like /tmp, is theirs: only the files are checked there).
+    """
+    db = Path(path).expanduser()
+    loose: list[tuple[Path, int]] = []
+    for f in [db, *(db.with_name(db.name + suffix) for suffix in COMPANION_SUFFIXES)]:
+        try:
+            mode = f.stat().st_mode & 0o777
+        except OSError:
+            continue
+        if mode & 0o044:
+            loose.append((f, mode))
+    directory = db.parent
+    dir_mode: int | None = None
+    try:
+        if directory.resolve() == data_dir().resolve():
+            dir_mode = directory.stat().st_mode & 0o777
+    except OSError:
+        pass
+    loose_dir = dir_mode is not None and bool(dir_mode & 0o044)
+    if not loose and not loose_dir:
+        return None
+    what, fixes = [], []
+    if loose:
+        what.append(f"{db} is readable by other users (mode {loose[0][1]:04o})")
+    if loose_dir:
+        what.append(f"{'its directory' if loose else f'the directory of {db}'} is readable by other users "
+                    f"(mode {dir_mode:04o})")
+        fixes.append(f"chmod 700 {shlex.quote(str(directory))}")
+    if loose:
+        fixes.append("chmod 600 " + " ".join(shlex.quote(str(f)) for f, _ in loose))
+    return f"{' and '.join(what)}; voiceprints are biometric data: run {' && '.join(fixes)}"
+
+
 # --------------------------------------------------------------------------- store
 class VoiceprintStore:
     """The speaker database. Use as a context manager; every method is one transaction.
 
     ``create=False`` opens an existing database only (a missing file raises
     VoiceprintError): what read-only commands want, so they never leave an empty file.
+    A new database is created private (directory 0700 if created here, file 0600); an
+    existing one readable by other users is reported once per process through ``warn``
+    (default: a ``whispdiar: warning:`` line on stderr).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True):
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True, warn: Warn | None = None):
         self.path = Path(path).expanduser()
         if not self.path.exists() and not create:
             raise VoiceprintError(f"{self.path}: no speaker database (enroll a speaker first)")
@@ -186,9 +259,18 @@ class VoiceprintStore:
             raise VoiceprintError(f"{self.path}: is a directory, not a speaker database")
         if create:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                make_private_dir(self.path.parent)
             except OSError as e:
                 raise VoiceprintError(f"{self.path.parent}: cannot create directory ({e.strerror})") from None
+            try:
+                _create_private_file(self.path)
+            except OSError as e:
+                raise VoiceprintError(f"{self.path}: cannot create speaker database ({e.strerror})") from None
+        problem = exposure(self.path)
+        key = self.path.resolve()
+        if problem is not None and key not in _warned_exposed:
+            _warned_exposed.add(key)
+            (warn or _stderr_warning)(problem)
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves (BEGIN IMMEDIATE for writes).
             self.db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
@@ -568,13 +650,13 @@ class VoiceprintNamer:
         self.merge_threshold = merge_threshold
         self.steer = steer
         path = Path(db_path).expanduser()
+        say = warn or _stderr_warning
         if path.exists():
-            with VoiceprintStore(path, create=False) as store:
+            with VoiceprintStore(path, create=False, warn=say) as store:
                 found = store.voiceprints(model_id)
         else:
             found = VoiceprintSet(model_id, {})
         self.voiceprints = found.voiceprints
-        say = warn or (lambda m: print(f"whispdiar: warning: {m}", file=sys.stderr))
         for m in found.messages():
             say(m)
 
