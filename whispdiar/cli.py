@@ -419,12 +419,18 @@ def enroll(
     start: Annotated[float | None, typer.Option("--start", min=0.0, help="Use the sample from this second.")]
     = None,
     end: Annotated[float | None, typer.Option("--end", min=0.0, help="Use the sample up to this second.")] = None,
+    skip_bad: Annotated[bool, typer.Option(
+        "--skip-bad", help="Leave out unusable samples (no speech, unreadable) instead of failing.")] = False,
     channel: Channel = None,
     speakers_db: SpeakersDb = None,
     threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
     """Enroll a speaker's voice so transcripts show their name.
+
+    All samples are stored together or none: an unusable sample fails the command
+    (unless --skip-bad), and the speaker needs at least 3 s of speech in all (short
+    samples add up, with what is already stored).
 
     Examples:
 
@@ -434,31 +440,32 @@ def enroll(
     """
     from .diarization import Diarizer
     from .paths import speakers_db_path
-    from .voiceprints import VoiceprintStore
-    from .voiceprints import enroll as enroll_sample
+    from .voiceprints import Sample, Skipped, VoiceprintStore
+    from .voiceprints import enroll as enroll_samples
+
+    rep = ProgressReporter(enabled=not quiet)
+
+    def progress(item: Sample | Skipped) -> None:
+        if isinstance(item, Skipped):
+            err.print(f"whispdiar: warning: {item.error} (skipped)", markup=False)
+            return
+        for w in item.warnings:
+            err.print(f"whispdiar: warning: {w}", markup=False)
+        n = len(item.embeddings)
+        rep.log(f"{item.source}: {item.speech_seconds:.1f} s of speech ({n} voiceprint window{'s' * (n != 1)})")
 
     try:
         diarizer = Diarizer(model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus"),
                             threads=threads or _default_threads())
-        rep = ProgressReporter(enabled=not quiet)
-        failed: WhispdiarError | None = None
         with VoiceprintStore(speakers_db or speakers_db_path()) as store:
-            for sample in samples:
-                try:
-                    report = enroll_sample(store, name, sample, diarizer=diarizer, start=start, end=end,
-                                           channel=channel)
-                except WhispdiarError as e:
-                    failed = failed or e
-                    err.print(f"whispdiar: error: {e}", markup=False)
-                    continue
-                for w in report.warnings:
-                    err.print(f"whispdiar: warning: {w}", markup=False)
-                rep.log(f"enrolled {report.name}: {report.speech_seconds:.1f} s of speech from {sample} "
-                        f"({report.embeddings} voiceprint window{'s' if report.embeddings != 1 else ''})")
-        if failed is not None:
-            raise typer.Exit(failed.exit_code)
+            report = enroll_samples(store, name, samples, diarizer=diarizer, start=start, end=end,
+                                    channel=channel, skip_bad=skip_bad, progress=progress)
     except WhispdiarError as e:
         raise _fail(e) from None
+    k, skipped = len(report.samples), len(report.skipped)
+    rep.log(f"enrolled {report.name}: {report.speech_seconds:.1f} s of speech from {k} sample{'s' * (k != 1)}"
+            + (f" ({skipped} skipped)" if skipped else "")
+            + (f", {report.total_seconds:.1f} s in all" if report.stored_before else ""))
 
 
 @speakers_app.command("list")
