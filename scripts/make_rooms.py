@@ -111,10 +111,13 @@ def runs(mask: np.ndarray, bridge: int, min_len: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in out if b - a >= min_len]
 
 
-def _piece(x: np.ndarray, a: int, b: int, source: str, fade_out_inside: bool = False) -> Piece:
-    """Samples [a, b) of speech plus PAD each side, raised-cosine fades on the pads."""
+def _piece(x: np.ndarray, a: int, b: int, source: str, fade_out_inside: bool = False,
+           room: tuple[int, int] | None = None) -> Piece:
+    """Samples [a, b) of speech plus PAD each side (at most ``room`` = the sub-gate samples
+    before and after, so no neighbouring word comes along), raised-cosine fades on the pads."""
     pad = int(PAD * SR)
-    lo, hi = max(0, a - pad), min(len(x), b + pad)
+    before, after = (pad, pad) if room is None else (min(pad, room[0]), min(pad, room[1]))
+    lo, hi = max(0, a - before), min(len(x), b + after)
     y = x[lo:hi].astype(np.float32).copy()
     f = min(int(0.01 * SR), len(y) // 4)
     ramp = (0.5 - 0.5 * np.cos(np.linspace(0, np.pi, f))).astype(np.float32)
@@ -133,9 +136,13 @@ def cut_utterance(x: np.ndarray, source: str) -> tuple[list[Piece], list[Piece]]
     phrases, shorts = [], []
     for a, b in runs(on, bridge=30, min_len=12):
         phrases.append(_piece(x, a * HOP, b * HOP, source))
-        for c, d in runs(on[a:b], bridge=6, min_len=30):
-            if d - c <= 100:
-                shorts.append(_piece(x, (a + c) * HOP, (a + d) * HOP, source))
+        words = runs(on[a:b], bridge=6, min_len=1)
+        for i, (c, d) in enumerate(words):
+            if 30 <= d - c <= 100:
+                gap0 = c - words[i - 1][1] if i else 30  # frames below the gate before / after
+                gap1 = words[i + 1][0] - d if i + 1 < len(words) else 30
+                shorts.append(_piece(x, (a + c) * HOP, (a + d) * HOP, source,
+                                     room=((gap0 - 1) * HOP, (gap1 - 1) * HOP)))
     return phrases, shorts
 
 
@@ -204,6 +211,7 @@ class Style:
     turn_median: float  # s
     weights: list[float]  # share of turns per talker (dominant and quiet talkers)
     levels_db: list[float]  # per-talker level
+    gap_mean: float = 0.4  # s; pause between turns = 0.1 s + exponential(gap_mean), at most 1.5 s
 
 
 def draw_style(k: int, rng: np.random.Generator) -> Style:
@@ -240,16 +248,19 @@ def place_speech(voices: list[Voice], seconds: float, rng: np.random.Generator,
     t = int(rng.uniform(0.2, 1.5) * SR)  # where the next speech starts
     prev = -1
     last_end = last_len = 0
+    heard = np.zeros(k, bool)
     while True:
         cand = np.array(st.weights)
         if prev >= 0 and k > 1 and rng.random() >= 0.1:  # mostly someone else speaks next
             cand[prev] = 0
+        if not heard.all() and rng.random() < 0.5:  # bring in who has not spoken yet (quiet talkers too)
+            cand = np.where(heard, 0.0, cand + 1e-3)
         spk = int(rng.choice(k, p=cand / cand.sum()))
         if prev >= 0:
             if spk != prev and rng.random() < st.barge_in:
                 t = last_end - int(min(rng.uniform(0.3, 2.0), 0.7 * last_len / SR) * SR)
             else:
-                t = last_end + int(min(1.5, 0.1 + rng.exponential(0.4)) * SR)
+                t = last_end + int(min(1.5, 0.1 + rng.exponential(st.gap_mean)) * SR)
         # Turn length: lognormal around the style's median, longer for dominant talkers.
         target = st.turn_median * (st.weights[spk] * k) ** 0.4 * float(np.exp(rng.normal(0, 0.8)))
         target = float(np.clip(target, 0.4, 30.0))
@@ -280,6 +291,7 @@ def place_speech(voices: list[Voice], seconds: float, rng: np.random.Generator,
         if not turn:
             break
         out += turn
+        heard[spk] = True
         a, b = turn[0].speech[0], turn[-1].speech[1]
         # Backchannels by others inside this turn.
         n_bc = rng.poisson(st.backchannel * (b - a) / SR) if k > 1 and b - a > 2 * SR else 0
@@ -432,11 +444,11 @@ def simulate_room(k: int, rng: np.random.Generator, rt60: tuple[float, float] = 
 
 # ---------------------------------------------------------------- noise
 def coloured(n: int, rng: np.random.Generator, exponent: float) -> np.ndarray:
-    """Noise with power spectrum ~ 1/f^exponent (1 pink, 2 brown), unit RMS."""
+    """Noise with power spectrum ~ 1/f^exponent (1 pink, 2 brown) from 20 Hz up, unit RMS.
+    (Without the 20 Hz cut the power below hearing dominates and the level drifts.)"""
     spec = np.fft.rfft(rng.standard_normal(n))
     f = np.fft.rfftfreq(n, 1 / SR)
-    f[0] = f[1]
-    spec *= f ** (-exponent / 2)
+    spec *= np.where(f >= 20, np.maximum(f, 20) ** (-exponent / 2), 0)
     x = np.fft.irfft(spec, n)
     return (x / np.sqrt(np.mean(x**2))).astype(np.float32)
 
@@ -542,13 +554,13 @@ def render_meeting(voices: list[Voice], seconds: float, rng: np.random.Generator
                    noise: str | None = None, snr_db: float | None = None, phone: bool = False,
                    babble: list[Voice] | None = None, mulaw: bool = True, line_snr_db: float = 35.0,
                    rt60: tuple[float, float] = (0.2, 0.8), distance: tuple[float, float] = (0.5, 4.0),
-                   level_dbfs: float = -26.0) -> Meeting:
+                   level_dbfs: float = -26.0, style: Style | None = None) -> Meeting:
     """Place speech, optionally render it in a room, add noise, pass it through a phone line.
 
     ``turns`` are the placed speech (speaker = ``spk<reader>``), ``info`` the manifest entry.
     """
     labels = [f"spk{v.reader}" for v in voices]
-    placed, style = place_speech(voices, seconds, rng)
+    placed, style = place_speech(voices, seconds, rng, style)
     n = int(seconds * SR)
     turns = reference(placed, labels)
     rirs, noise_rir, rinfo = (simulate_room(len(voices), rng, rt60=rt60, distance=distance,
@@ -581,7 +593,7 @@ def render_meeting(voices: list[Voice], seconds: float, rng: np.random.Generator
     speech_s = float(np.sum(count > 0) * HOP / SR)
     info = {
         "duration": round(n / SR, 3),
-        "speakers": len(voices),
+        "speakers": len({s for _, _, s in turns}),
         "readers": [{"reader": v.reader, "sex": v.sex, "label": lab, "level_db": round(g, 1),
                      "speech_seconds": round(sum(b - a for a, b, s in turns if s == lab), 2),
                      "files": sorted({p.piece.source for p in placed if p.talker == i})}
