@@ -253,7 +253,7 @@ def place_speech(voices: list[Voice], seconds: float, rng: np.random.Generator,
         cand = np.array(st.weights)
         if prev >= 0 and k > 1 and rng.random() >= 0.1:  # mostly someone else speaks next
             cand[prev] = 0
-        if not heard.all() and rng.random() < 0.5:  # bring in who has not spoken yet (quiet talkers too)
+        if not heard.all() and rng.random() < 0.7:  # bring in who has not spoken yet (quiet talkers too)
             cand = np.where(heard, 0.0, cand + 1e-3)
         spk = int(rng.choice(k, p=cand / cand.sum()))
         if prev >= 0:
@@ -264,7 +264,9 @@ def place_speech(voices: list[Voice], seconds: float, rng: np.random.Generator,
         # Turn length: lognormal around the style's median, longer for dominant talkers.
         target = st.turn_median * (st.weights[spk] * k) ** 0.4 * float(np.exp(rng.normal(0, 0.8)))
         target = float(np.clip(target, 0.4, 30.0))
-        if target < 1.2 and rng.random() < 0.5:
+        if not heard[spk]:  # a talker's first turn is a real one, so every talker has >= ~2 s of speech
+            target = max(target, 2.5)
+        if heard[spk] and target < 1.2 and rng.random() < 0.5:
             v = voices[spk]
             pieces = [v.shorts[int(rng.integers(len(v.shorts)))]]  # a short answer
         else:
@@ -296,8 +298,10 @@ def place_speech(voices: list[Voice], seconds: float, rng: np.random.Generator,
         # Backchannels by others inside this turn.
         n_bc = rng.poisson(st.backchannel * (b - a) / SR) if k > 1 and b - a > 2 * SR else 0
         for _ in range(n_bc):
-            o = np.array(st.weights)
+            o = np.where(heard, st.weights, 0.0)  # only who has had a turn backchannels
             o[spk] = 0
+            if o.sum() <= 0:
+                break
             j = int(rng.choice(k, p=o / o.sum()))
             p = voices[j].shorts[int(rng.integers(len(voices[j].shorts)))]
             at = int(rng.uniform(a + 0.5 * SR, b - 1.0 * SR))
@@ -682,7 +686,14 @@ def build_set(spec: SetSpec, pool: list[Voice], babble: list[Voice], out: Path, 
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, set_index, 0])
     plan = plan_files(spec, rng)
-    noise_kinds = ["babble", "fan", "street"]
+    n = len(plan)
+    # Stratified over the set's files, so that every range is covered even by a dozen files:
+    # which files get a room, RT60, SNR (quantiles of the range, shuffled), noise kinds in turn.
+    rooms = rng.permutation(np.arange(n) < round(spec.room * n))
+    rt_q, snr_q = rng.permutation((np.arange(n) + 0.5) / n), rng.permutation((np.arange(n) + 0.5) / n)
+    kinds = [("babble", "fan", "street")[j % 3] for j in rng.permutation(n)]
+    rt_lo, rt_hi = (0.2, 0.6) if spec.phone else (0.2, 0.8)
+    snr_lo, snr_hi = (10.0, 25.0) if spec.phone else (5.0, 20.0)
     usage = {v.reader: 0 for v in pool}
     entries = []
     for i, (minutes, k) in enumerate(plan):
@@ -693,16 +704,17 @@ def build_set(spec: SetSpec, pool: list[Voice], babble: list[Voice], out: Path, 
         for v in chosen:
             usage[v.reader] += 1
         uri = f"{spec.name}{i:02d}"
-        room = frng.random() < spec.room
+        room = bool(rooms[i])
         noise = None
         snr = None
         if spec.noise and (not spec.phone or room):
-            noise = noise_kinds[(i + int(frng.integers(3))) % 3]
-            snr = float(frng.uniform(5, 20) if not spec.phone else frng.uniform(10, 25))
-        kw = {}
+            noise = kinds[i]
+            snr = float(snr_lo + (snr_hi - snr_lo) * snr_q[i])
+        rt = float(rt_lo + (rt_hi - rt_lo) * rt_q[i])
+        kw: dict = {"rt60": (rt, rt)}
         if spec.phone:
-            kw = {"mulaw": bool(frng.random() < 0.7), "line_snr_db": float(frng.uniform(28, 40)),
-                  "rt60": (0.2, 0.6), "distance": (0.5, 2.5)}
+            kw |= {"mulaw": bool(frng.random() < 0.7), "line_snr_db": float(frng.uniform(28, 40)),
+                   "distance": (0.5, 2.5)}
         t0 = time.perf_counter()
         m = render_meeting(chosen, minutes * 60, frng, room=room, noise=noise, snr_db=snr, phone=spec.phone,
                            babble=babble, level_dbfs=float(frng.uniform(-32, -20)), **kw)
