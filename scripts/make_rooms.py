@@ -10,7 +10,8 @@ Builds named sets from the LibriSpeech readers in ../shared/data, deterministica
           or two microphones; with two microphones the output is their average, as a
           conference unit summing its capsules would give), plus babble, fan or
           street-like noise at 5-20 dB SNR
-  phone   calls of 2-4 readers (half of them rendered in a room first) through a
+  phone   calls of 2-4 readers (half of them first rendered in a room: RT60 0.2-0.6 s,
+          0.5-2.5 m, noise at 10-25 dB SNR) through a
           telephone channel: 300-3400 Hz band, 8 kHz, mostly mu-law, a little line
           noise, then back to 16 kHz
 
@@ -32,8 +33,14 @@ included: a placed word is speech. In rooms the reference is the dry placement, 
 the direct path aligned to it (the reverberant tail after a phrase is not speech).
 Backchannels ("yeah", "mm-hm") are 0.3-1 s word groups cut from the readers' own
 phrases at shorter dips (>= 60 ms below the gate) and placed inside another reader's
-turn; together with barge-ins (the next talker starting 0.2-1.5 s before the previous
-one stops) they make the overlap, typically 5-15 % of the speech.
+turn; together with barge-ins (the next talker starting 0.3-2 s before the previous
+one stops) they make the overlap, typically 5-15 % of the speech. A talker's first turn
+lasts at least 2.5 s, so every reference speaker has a few seconds of speech.
+
+Within a set, which files get a room, their RT60 and SNR are stratified (one quantile of
+the range per file, shuffled) and the noise kinds taken in turn, so a dozen files cover
+the ranges. These set-level choices come from a generator seeded by (seed, set), the
+rest of a file from one seeded by (seed, set, file).
 
     python scripts/make_rooms.py --out /tmp/wd-dev --seed 15
     python scripts/make_rooms.py --out /tmp/small --seed 1 --files clean=2 --files room=2 \\
