@@ -21,12 +21,16 @@ def main() -> None:
     try:
         from .cli import main as cli_main
 
-        cli_main()
-        code = 0
-    except SystemExit as e:
-        code = _exit_code(e.code)
-    except (KeyboardInterrupt, signals.Interrupted, signals.Terminated) as e:
-        signals.exit_for(e)
+        try:
+            cli_main()
+            code = 0
+        except SystemExit as e:
+            code = _exit_code(e.code)
+        signals.raise_pending()
+    except BaseException as e:
+        if signals.caused_by_signal(e):
+            signals.exit_for(e)
+        raise
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, signal.SIG_IGN)  # the work is done: a late signal changes nothing
     for stream in (sys.stdout, sys.stderr):

@@ -166,6 +166,8 @@ def _interruptible(work: Callable[[threading.Event], T]) -> T:
     a signal handler; here the main thread only waits, and on a signal it sets ``cancel``
     (checked by both engines) and waits briefly for the worker to stop.
     """
+    from . import signals
+
     cancel = threading.Event()
     box: dict[str, Any] = {}
 
@@ -180,6 +182,7 @@ def _interruptible(work: Callable[[threading.Event], T]) -> T:
     try:
         while worker.is_alive():
             worker.join(0.1)
+            signals.raise_pending()
     except BaseException:
         # The engines stop within one decoder step / batch of windows; the bound keeps the
         # exit prompt even if one does not (it keeps what it uses: nothing is freed under it).
@@ -239,6 +242,7 @@ def _run_batch(plan: OutputPlan, load: Callable[[], Processor], rep: ProgressRep
             failed(item.display, e)
         finally:
             item.cleanup()
+        signals.raise_pending()
     if failures:
         first_code = failures[0][1].exit_code
         if len(plan.items) > 1:

@@ -38,10 +38,19 @@ def _raise_for(signum: int) -> None:
 
 
 def _handler(signum: int, frame: object) -> None:
-    if _Deferral.depth:
-        _Deferral.pending = _Deferral.pending or signum
-        return
-    _raise_for(signum)
+    # Kept pending until the exception reaches the top: a handler can run inside a
+    # weakref callback or __del__, where Python prints and drops the exception.
+    _Deferral.pending = _Deferral.pending or signum
+    if not _Deferral.depth:
+        _raise_for(signum)
+
+
+def _unraisable(hook):  # noqa: ANN001, ANN202 - sys.unraisablehook's types
+    def quiet(u) -> None:  # noqa: ANN001
+        if not isinstance(u.exc_value, Interrupted | Terminated):
+            hook(u)  # ours stays pending and is raised again at the next check
+
+    return quiet
 
 
 def install() -> None:
@@ -49,6 +58,19 @@ def install() -> None:
     ignored, where `kill -INT` must still stop us)."""
     signal.signal(signal.SIGTERM, _handler)
     signal.signal(signal.SIGINT, _handler)
+    sys.unraisablehook = _unraisable(sys.unraisablehook)
+
+
+def caused_by_signal(e: BaseException) -> bool:
+    """True for our exceptions, and for any other that a signal's exception turned into
+    on the way up (onnxruntime's import, for one, re-raises anything as ImportError)."""
+    return isinstance(e, KeyboardInterrupt | Interrupted | Terminated) or _Deferral.pending is not None
+
+
+def raise_pending() -> None:
+    """Raise a signal that arrived but whose exception was dropped on the way."""
+    if _Deferral.pending is not None and not _Deferral.depth:
+        _raise_for(_Deferral.pending)
 
 
 @contextmanager
@@ -60,11 +82,10 @@ def deferred() -> Iterator[None]:
     finally:
         _Deferral.depth -= 1
         if not _Deferral.depth and _Deferral.pending is not None:
-            signum, _Deferral.pending = _Deferral.pending, None
-            _raise_for(signum)
+            _raise_for(_Deferral.pending)
 
 
-def exit_for(e: BaseException) -> None:
+def exit_for(e: BaseException | None = None) -> None:
     """Print the one line for a signal and leave at once with its exit code.
 
     Clean-up (temp files, no partial outputs) already ran while the exception unwound.
@@ -74,7 +95,8 @@ def exit_for(e: BaseException) -> None:
     """
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the exit itself
-    word, code = ("terminated", EXIT_SIGTERM) if isinstance(e, Terminated) else ("interrupted", EXIT_SIGINT)
+    term = _Deferral.pending == signal.SIGTERM if _Deferral.pending is not None else isinstance(e, Terminated)
+    word, code = ("terminated", EXIT_SIGTERM) if term else ("interrupted", EXIT_SIGINT)
     with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say there
         sys.stdout.flush()
     sys.stderr.write(f"whispdiar: {word}\n")
