@@ -185,8 +185,9 @@ def fmt_set(name: str, r: dict) -> str:
             f"count exact {r['exact']}/{r['n']} +-1 {r['within1']}/{r['n']} worst {r['worst_ratio']:.2f}")
 
 
-def cross_validate(items: list[Item], grid: dict, base: dict) -> dict:
-    """Leave-one-set-out: each held-out set scored with the variant best on the others."""
+def cross_validate(items: list[Item], grid: dict, base: dict, extra: set[str] = frozenset()) -> dict:
+    """Leave-one-set-out: each held-out set scored with the variant best on the others
+    (sets in ``extra`` are scored but take no part in choosing)."""
     keys = sorted(grid)
     combos = [dict(zip(keys, v, strict=True)) for v in itertools.product(*(grid[k] for k in keys))]
     table = []
@@ -195,7 +196,7 @@ def cross_validate(items: list[Item], grid: dict, base: dict) -> dict:
         table.append((c, r))
         print(json.dumps(c), " ".join(f"{n} {100 * x['der0']:.1f}/{x['exact']}" for n, x in r.items()),
               file=sys.stderr, flush=True)
-    names = sorted({it.set for it in items})
+    names = sorted({it.set for it in items} - set(extra))
     folds = {}
     for held in names:
         train = [n for n in names if n != held]
@@ -203,9 +204,10 @@ def cross_validate(items: list[Item], grid: dict, base: dict) -> dict:
         folds[held] = {"chosen": best_c, "held_out": {k: v for k, v in best_r[held].items() if k != "files"},
                        "train_mean_der0": float(np.mean([best_r[n]["der0"] for n in train]))}
     overall_c, overall_r = min(table, key=lambda cr: np.mean([cr[1][n]["der0"] for n in names]))
+    every = names + sorted(extra)
     return {"folds": folds, "all_sets_best": overall_c,
-            "all_sets": {n: {k: v for k, v in overall_r[n].items() if k != "files"} for n in names},
-            "table": [(c, {n: {k: v for k, v in r[n].items() if k != "files"} for n in names})
+            "all_sets": {n: {k: v for k, v in overall_r[n].items() if k != "files"} for n in every},
+            "table": [(c, {n: {k: v for k, v in r[n].items() if k != "files"} for n in every})
                       for c, r in table]}
 
 
@@ -213,6 +215,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, required=True)
     ap.add_argument("--dataset", action="append", default=[], help="NAME=FOLDER (WAVs + RTTM [+ UEM])")
+    ap.add_argument("--extra", action="append", default=[],
+                    help="NAME=FOLDER scored and reported, never used to choose (e.g. sets sharing readers)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--config", default="{}", help="JSON overrides of DiarizationConfig")
     ap.add_argument("--oracle", action="store_true", help="tell the clustering the true count")
@@ -220,10 +224,11 @@ def main() -> None:
     ap.add_argument("--files", action="store_true", help="per-file lines")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
-    items = load_sets(args.dataset, args.cache, args.threads)
+    items = load_sets(args.dataset + args.extra, args.cache, args.threads)
+    extra = {spec.split("=", 1)[0] for spec in args.extra}
     base = json.loads(args.config)
     if args.grid:
-        cv = cross_validate(items, json.loads(args.grid), base)
+        cv = cross_validate(items, json.loads(args.grid), base, extra)
         for held, f in cv["folds"].items():
             print(f"held out {fmt_set(held, f['held_out'])}  <- {json.dumps(f['chosen'])}")
         print(f"best on all sets: {json.dumps(cv['all_sets_best'])}")

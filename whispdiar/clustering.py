@@ -228,6 +228,9 @@ def spectral_cluster_embeddings(
     min_speaker_seconds: float = 0.0,
     merge_cosine: float | None = None,
     center: bool = False,
+    partition: str = "spectral",
+    ahc_min_size: int = DEFAULT_MIN_CLUSTER_SIZE,
+    floor_percentile: float | None = None,
 ) -> Clustering:
     """Spectral clustering with an eigengap count (``whispdiar.spectral``), then the
     weak clusters merged (``merge_weak_clusters``). Hints are exact: the eigengap is read
@@ -248,7 +251,16 @@ def spectral_cluster_embeddings(
         labels = np.zeros(n, np.int64)
     else:
         top = min(n, hi if hi is not None else max(max_auto, lo))
-        _, labels, _ = spectral_count_and_labels(xc, min(lo, top), top, pval, min_keep)
+        k, labels, _ = spectral_count_and_labels(xc, min(lo, top), top, pval, min_keep)
+        if merge_cosine is not None and floor_percentile is not None and n > 2:
+            # What the file's most different embeddings still share (channel, band) is not
+            # speaker similarity: read the merge threshold above that floor.
+            sims = (xc @ xc.T)[np.triu_indices(n, 1)]
+            floor = float(np.clip(np.percentile(sims, floor_percentile), 0.0, 0.9))
+            merge_cosine = floor + merge_cosine * (1.0 - floor)
+        if partition == "ahc":
+            # the eigengap's count, the dendrogram's partition at that count
+            labels = cluster_embeddings(xc, num_speakers=k, min_cluster_size=ahc_min_size).labels
         labels = merge_weak_clusters(xc, labels, lo, seconds, min_cluster_size, min_speaker_seconds,
                                      merge_cosine)
     k = int(labels.max()) + 1

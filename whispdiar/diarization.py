@@ -99,14 +99,18 @@ class DiarizationConfig:
     # "spectral": eigengap count on a pruned cosine affinity (whispdiar.spectral), then weak
     # clusters merged; "ahc": the threshold cut above. Chosen by cross-validation
     # (docs/diarization.md).
-    clustering: str = "ahc"
+    clustering: str = "spectral"
     spectral_pval: float = 0.02  # share of each affinity row kept (nearest neighbours)
     spectral_min_keep: int = 6  # ... but at least this many
     max_auto_speakers: int = 15  # the eigengap is read among the first this many + 1 eigenvalues
     # A speaker needs this much clean speech in all (s), else it joins its nearest.
-    min_speaker_seconds: float = 0.0
-    merge_cosine: float | None = 0.7  # clusters whose centroids are this similar are one voice
+    min_speaker_seconds: float = 1.0
+    spectral_min_cluster_size: int = 1  # members a spectral cluster needs (speech decides, above)
+    merge_cosine: float | None = 0.55  # centroids this similar (above the floor) are one voice
     center_embeddings: bool = False  # subtract the file's mean embedding before clustering
+    spectral_partition: str = "spectral"  # or "ahc": the dendrogram cut at the eigengap's count
+    # merge_cosine is read above the file's similarity floor (this percentile of all pairs)
+    similarity_floor_percentile: float | None = 5.0
     # Frames near a window's centre are more reliable than near its edges, where the model
     # hears only one side of the context: weight counts and votes by a Hamming window.
     # Measured: more false alarm than it saves in missed speech, so off by default.
@@ -396,9 +400,10 @@ class Diarizer:
             clustering = spectral_cluster_embeddings(
                 train, seconds, num_speakers=num_speakers, min_speakers=min_speakers,
                 max_speakers=max_speakers, pval=cfg.spectral_pval, min_keep=cfg.spectral_min_keep,
-                max_auto=cfg.max_auto_speakers, min_cluster_size=cfg.min_cluster_size,
+                max_auto=cfg.max_auto_speakers, min_cluster_size=cfg.spectral_min_cluster_size,
                 min_speaker_seconds=cfg.min_speaker_seconds, merge_cosine=cfg.merge_cosine,
-                center=cfg.center_embeddings,
+                center=cfg.center_embeddings, partition=cfg.spectral_partition,
+                ahc_min_size=cfg.min_cluster_size, floor_percentile=cfg.similarity_floor_percentile,
             )
         return clustering, train
 
