@@ -225,12 +225,12 @@ def spectral_cluster_embeddings(
     min_keep: int = 6,
     max_auto: int = 15,
     min_cluster_size: int = 1,
-    min_speaker_seconds: float = 0.0,
-    merge_cosine: float | None = None,
+    min_speaker_seconds: float = 1.0,
+    merge_cosine: float | None = 0.55,
     center: bool = False,
     partition: str = "spectral",
     ahc_min_size: int = DEFAULT_MIN_CLUSTER_SIZE,
-    floor_percentile: float | None = None,
+    floor_percentile: float | None = 5.0,
 ) -> Clustering:
     """Spectral clustering with an eigengap count (``whispdiar.spectral``), then the
     weak clusters merged (``merge_weak_clusters``). Hints are exact: the eigengap is read
@@ -255,7 +255,9 @@ def spectral_cluster_embeddings(
         if merge_cosine is not None and floor_percentile is not None and n > 2:
             # What the file's most different embeddings still share (channel, band) is not
             # speaker similarity: read the merge threshold above that floor.
-            sims = (xc @ xc.T)[np.triu_indices(n, 1)]
+            # (from at most 500 evenly spaced embeddings: the memory stays small)
+            sub = xc[np.linspace(0, n - 1, min(n, 500)).round().astype(np.int64)]
+            sims = (sub @ sub.T)[np.triu_indices(len(sub), 1)]
             floor = float(np.clip(np.percentile(sims, floor_percentile), 0.0, 0.9))
             merge_cosine = floor + merge_cosine * (1.0 - floor)
         if partition == "ahc":

@@ -15,8 +15,8 @@ spectral clustering for speaker diarization using normalized maximum eigengap", 
    among the first ``max_speakers + 1`` eigenvalues (clamped to the hint range);
 5. k-means on the first k eigenvectors.
 
-Own code on ``scipy.linalg.eigh`` (only the first ``max_k + 1`` eigenpairs are computed,
-``subset_by_index``) rather than ``sklearn.cluster.SpectralClustering``: sklearn's class
+Own code on scipy (``eigh`` for small graphs, sparse ``eigsh`` for large ones; only the
+first ``max_k + 1`` eigenpairs are computed) rather than ``sklearn.cluster.SpectralClustering``: sklearn's class
 takes the number of clusters as an input and does not expose the eigenvalues, and the
 eigengap is the point here; its affinity options (RBF, k-NN connectivity) are not the
 pruned cosine affinity either.
@@ -25,21 +25,44 @@ pruned cosine affinity either.
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 from scipy.linalg import eigh
+from scipy.sparse.linalg import eigsh
 
 
-def pruned_affinity(x: np.ndarray, pval: float, min_keep: int) -> np.ndarray:
-    """[N, N] symmetric cosine affinity where each row kept only its nearest neighbours."""
+def pruned_affinity(x: np.ndarray, pval: float, min_keep: int, chunk: int = 256) -> sparse.csr_matrix:
+    """[N, N] sparse symmetric cosine affinity where each row kept only its nearest
+    neighbours. Built in row chunks, so no dense N x N matrix is held (3000 embeddings:
+    ~1 MB of kept entries instead of 72 MB)."""
     n = len(x)
-    sim = np.clip(x @ x.T, 0.0, None)
     keep = min(n, max(min_keep, int(np.ceil(pval * n))))
-    if keep < n:
-        # the (n - keep) smallest entries of each row -> 0
-        low = np.argpartition(sim, n - keep, axis=1)[:, : n - keep]
-        np.put_along_axis(sim, low, 0.0, axis=1)
-    a = 0.5 * (sim + sim.T)
-    np.fill_diagonal(a, 0.0)
-    return a
+    xf = np.asarray(x, np.float32)
+    rows, cols, vals = [], [], []
+    for a in range(0, n, chunk):
+        sim = xf[a : a + chunk] @ xf.T
+        top = np.argpartition(-sim, keep - 1, axis=1)[:, :keep] if keep < n else np.tile(np.arange(n), (len(sim), 1))
+        rows.append(np.repeat(np.arange(a, a + len(sim)), top.shape[1]))
+        cols.append(top.ravel())
+        vals.append(np.clip(np.take_along_axis(sim, top, axis=1).ravel(), 0.0, None))
+    m = sparse.csr_matrix((np.concatenate(vals).astype(np.float64), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=(n, n))
+    m = 0.5 * (m + m.T)
+    m.setdiag(0.0)
+    m.eliminate_zeros()
+    return m.tocsr()
+
+
+def smallest_eigenpairs(lap: sparse.csr_matrix, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenpairs 0..m (ascending) of the PSD Laplacian. Dense ``eigh`` on small graphs;
+    on large ones Lanczos in shift-invert mode around a small negative shift (the
+    shifted matrix is positive definite, so its sparse LU is safe): 2000 embeddings take
+    ~0.5 s instead of ~10 s for dense eigh with an index subset."""
+    n = lap.shape[0]
+    if n <= 300 or m + 1 >= n - 1:
+        return eigh(lap.toarray(), subset_by_index=[0, m])
+    vals, vecs = eigsh(lap.tocsc(), k=m + 1, sigma=-1e-2, which="LM", v0=np.ones(n) / np.sqrt(n))
+    order = np.argsort(vals)
+    return vals[order], vecs[:, order]
 
 
 def spectral_count_and_labels(
@@ -52,9 +75,9 @@ def spectral_count_and_labels(
     n = len(x)
     hi = max(lo, min(hi, n))
     a = pruned_affinity(x, pval, min_keep)
-    lap = np.diag(a.sum(axis=1)) - a
+    lap = (sparse.diags(np.asarray(a.sum(axis=1)).ravel()) - a).tocsr()
     m = min(n - 1, hi)  # eigenpairs 0..m
-    vals, vecs = eigh(lap, subset_by_index=[0, m])
+    vals, vecs = smallest_eigenpairs(lap, m)
     if lo == hi:
         k = lo
     else:
