@@ -1,5 +1,8 @@
 """Global speaker clustering of (window, local speaker) embeddings.
 
+The default is ``spectral_cluster_embeddings`` (eigengap count, ``whispdiar.spectral``,
+then ``merge_weak_clusters``); ``cluster_embeddings`` is the previous threshold cut:
+
 Agglomerative clustering with centroid linkage on L2-normalised embeddings, cut at a
 Euclidean distance threshold (as pyannote 3.x does). Clusters smaller than
 ``min_cluster_size`` are not speakers of their own: they join the nearest large

@@ -6,8 +6,9 @@ Stages (data moves one way):
                gives up to 3 local speakers per window; per-frame speaker counts are
                averaged over the windows that cover a frame; one CAM++ embedding per
                (window, active local speaker) from that speaker's non-overlapped frames.
-2. cluster     agglomerative clustering of the embeddings over the whole file
-               (``clustering.cluster_embeddings``), then every (window, speaker) gets the
+2. cluster     spectral clustering of the embeddings over the whole file, the count read
+               from the eigengap, weak clusters merged
+               (``clustering.spectral_cluster_embeddings``), then every (window, speaker) gets the
                most similar centroid, two speakers of one window never the same one.
 3. reconstruct per frame, the ``count`` global speakers with the most window votes are
                active; runs of frames become turns (with overlap) and an exclusive view
