@@ -151,6 +151,7 @@ class SystemResult:
     runs: list[FileRun] = field(default_factory=list)
     pooled0: float = 0.0
     pooled25: float = 0.0
+    parts: tuple[float, float, float] = (0.0, 0.0, 0.0)  # miss, false alarm, confusion (c0)
 
 
 def read_references(folder: Path) -> tuple[dict, dict]:
@@ -233,6 +234,9 @@ def main() -> None:
                               f"RTF {run.wall / run.duration:.4f}  CPU {run.cpu / run.duration:.4f}  "
                               f"RSS {run.rss_mb:.0f} MB  load {run.loadavg:.1f}", flush=True)
                 res.pooled0, res.pooled25 = abs(m0), abs(m25)
+                acc = m0.accumulated_
+                total = max(acc["total"], 1e-9)
+                res.parts = (acc["missed detection"] / total, acc["false alarm"] / total, acc["confusion"] / total)
     table = summary(results)
     print(table)
     if args.markdown:
@@ -267,16 +271,22 @@ def score_one(system, wav, refs, uems, args, sherpa_seg, sherpa_emb, m0, m25) ->
 
 
 def summary(results: dict[tuple[str, str], SystemResult]) -> str:
-    lines = ["| data set | system | files | audio (min) | DER c0 | DER c0.25 | speakers right | RTF (wall) | "
-             "CPU s / audio s | peak RSS (MB) | load avg |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| data set | system | files | audio (min) | DER c0 | DER c0.25 | miss / FA / conf (c0) | "
+             "count exact | within ±1 | worst ratio | RTF (wall) | CPU s / audio s | peak RSS (MB) | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (name, system), r in results.items():
         dur = sum(x.duration for x in r.runs)
         wall = sum(x.wall for x in r.runs)
         right = sum(x.hyp_speakers == x.ref_speakers for x in r.runs)
+        near = sum(abs(x.hyp_speakers - x.ref_speakers) <= 1 for x in r.runs)
+        ratios = [max(1, x.hyp_speakers) / max(1, x.ref_speakers) for x in r.runs]
+        worst = max(ratios, key=lambda q: max(q, 1 / q))
+        miss, fa, conf = (100 * v for v in r.parts)
         cpu = sum(x.cpu for x in r.runs)
         load = sum(x.loadavg for x in r.runs) / len(r.runs)
         lines.append(f"| {name} | {system} | {len(r.runs)} | {dur / 60:.1f} | {100 * r.pooled0:.1f} % | "
-                     f"{100 * r.pooled25:.1f} % | {right}/{len(r.runs)} | {wall / dur:.4f} | {cpu / dur:.4f} | "
+                     f"{100 * r.pooled25:.1f} % | {miss:.1f} / {fa:.1f} / {conf:.1f} | {right}/{len(r.runs)} | "
+                     f"{near}/{len(r.runs)} | {worst:.2f} | {wall / dur:.4f} | {cpu / dur:.4f} | "
                      f"{max(x.rss_mb for x in r.runs):.0f} | {load:.1f} |")
     return "\n".join(lines) + "\n"
 

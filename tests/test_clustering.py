@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from whispdiar.clustering import cluster_embeddings, constrained_assignment
+from whispdiar.clustering import (
+    cluster_embeddings,
+    constrained_assignment,
+    l2_normalize,
+    merge_weak_clusters,
+    spectral_cluster_embeddings,
+)
 from whispdiar.errors import UsageError
 
 
@@ -72,3 +78,82 @@ def test_constrained_assignment_keeps_window_speakers_apart():
     active = np.array([[True, True, False], [True, False, False]])
     out = constrained_assignment(scores, active)
     assert out.tolist() == [[0, 1, -1], [1, -1, -1]]
+
+
+# ------------------------------------------------------------ spectral (the default)
+def speakers(k: int, seed: int, spread: float, outliers: int = 0, dim: int = 192) -> tuple[np.ndarray, np.ndarray]:
+    """k voices of 6-59 embeddings each (2 s of speech apiece) around random unit
+    directions; ``spread`` 0.5 / 1.0 / 1.3 puts members at cosine ~0.9 / 0.7 / 0.6 to
+    their centre (CAM++ on clean / far-field speech); ``outliers`` lone 0.3-s embeddings."""
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((k, dim))
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    sizes = rng.integers(6, 60, size=k)
+    x = np.concatenate([c[i] + spread * rng.standard_normal((s, dim)) / np.sqrt(dim) for i, s in enumerate(sizes)])
+    seconds = np.full(len(x), 2.0)
+    if outliers:
+        x = np.vstack([x, rng.standard_normal((outliers, dim))])
+        seconds = np.concatenate([seconds, np.full(outliers, 0.3)])
+    return x.astype(np.float32), seconds
+
+
+@pytest.mark.parametrize("k", range(1, 11))
+@pytest.mark.parametrize("spread", [0.5, 1.0, 1.3])
+def test_eigengap_counts_speakers_of_any_size_and_spread(k: int, spread: float):
+    for seed in range(3):
+        x, seconds = speakers(k, seed, spread, outliers=3 if seed == 2 else 0)
+        c = spectral_cluster_embeddings(x, seconds)
+        assert c.num_clusters == k, (seed, c.num_clusters)
+        np.testing.assert_allclose(np.linalg.norm(c.centroids, axis=1), 1.0, rtol=1e-5)
+
+
+def test_spectral_partition_matches_the_voices():
+    x, _ = blobs(4, n=15)
+    truth = np.repeat(np.arange(4), 15)
+    assert same_partition(spectral_cluster_embeddings(x).labels, truth)
+
+
+def test_too_little_speech_is_not_a_speaker():
+    # two voices, plus a third "voice" of two embeddings with 0.4 s each (0.8 s < 1 s)
+    x, _ = blobs(3, n=20)
+    x = np.vstack([x[:40], x[40:42]])
+    seconds = np.concatenate([np.full(40, 2.0), [0.4, 0.4]])
+    assert spectral_cluster_embeddings(x, seconds).num_clusters == 2
+    assert spectral_cluster_embeddings(x, np.full(42, 2.0)).num_clusters == 3
+
+
+def test_spectral_hints_are_exact():
+    x, seconds = speakers(4, 0, 1.0)
+    for k in (1, 2, 4, 6, 9):
+        assert spectral_cluster_embeddings(x, seconds, num_speakers=k).num_clusters == k
+    assert spectral_cluster_embeddings(x, seconds, max_speakers=2).num_clusters == 2
+    assert spectral_cluster_embeddings(x, seconds, min_speakers=6).num_clusters == 6
+    assert spectral_cluster_embeddings(x, seconds, min_speakers=2, max_speakers=6).num_clusters == 4
+
+
+def test_spectral_degenerate_inputs():
+    assert spectral_cluster_embeddings(np.zeros((0, 192), np.float32)).num_clusters == 0
+    assert spectral_cluster_embeddings(np.ones((1, 192), np.float32)).labels.tolist() == [0]
+    x, _ = blobs(2, n=2)
+    assert spectral_cluster_embeddings(x).num_clusters in (1, 2)
+
+
+def test_merge_weak_clusters_stops_at_the_minimum():
+    x, _ = blobs(3, n=10)
+    labels = np.repeat(np.arange(3), 10)
+    out = merge_weak_clusters(l2_normalize(x), labels, lo=3, seconds=np.full(30, 0.01), min_seconds=1.0)
+    assert len(np.unique(out)) == 3
+    out = merge_weak_clusters(l2_normalize(x), labels, lo=1, seconds=np.full(30, 0.01), min_seconds=1.0)
+    assert len(np.unique(out)) == 1
+
+
+def test_spectral_on_3000_embeddings_is_fast():
+    import time
+
+    x, seconds = speakers(10, 0, 1.0)
+    x = np.repeat(x, int(np.ceil(3000 / len(x))), axis=0)[:3000]
+    x += 0.01 * np.random.default_rng(0).standard_normal(x.shape).astype(np.float32)
+    t0 = time.perf_counter()
+    c = spectral_cluster_embeddings(x, np.full(len(x), 2.0))
+    assert time.perf_counter() - t0 < 20.0
+    assert c.num_clusters == 10

@@ -378,3 +378,52 @@ def test_config_is_respected(segmentation_model_path: Path, embedding_model_path
     for label in result.speakers:
         mine = sorted((t for t in result.turns if t.speaker == label), key=lambda t: t.start)
         assert all(b.start - a.end >= 0.5 for a, b in zip(mine, mine[1:], strict=False))
+
+
+def reverberant(x: np.ndarray, rt60: float, seed: int, direct: float = 0.3) -> np.ndarray:
+    """``x`` through a synthetic room: a direct path plus exponentially decaying noise
+    (-60 dB after ``rt60`` s), i.e. a far microphone in a reverberant room."""
+    rng = np.random.default_rng(seed)
+    n = int(rt60 * 16000)
+    tail = rng.standard_normal(n) * np.exp(-6.9 * np.arange(n) / n)
+    rir = tail / np.linalg.norm(tail) * np.sqrt(1 - direct**2)
+    rir[0] = direct  # most of the energy arrives late: direct-to-reverberant ratio ~ -10 dB
+    return np.convolve(x, rir)[: len(x)].astype(np.float32)
+
+
+@pytest.mark.slow
+def test_two_speakers_in_a_reverberant_noisy_room(diarizer: Diarizer, data_dir: Path):
+    # Two LibriSpeech readers (tests/data) take turns for ~40 s, each in its own place in a
+    # room with RT60 0.5 s, with pink-ish noise at 15 dB SNR; the reference is where the
+    # turns were placed (each utterance from its first to last sample above -35 dB).
+    files = {"a": sorted(data_dir.glob("ls-1688-*.flac")), "b": sorted(data_dir.glob("ls-1998-*.flac"))}
+    out = np.zeros(50 * 16000, np.float32)
+    ref: list[Turn] = []
+    t = 0.5
+    for i in range(6):
+        spk = "ab"[i % 2]
+        x, sr = sf.read(files[spk][i // 2 % len(files[spk])], dtype="float32")
+        x = x[: int(6.5 * sr)] / max(1e-4, float(np.sqrt(np.mean(x**2)))) * 0.05
+        loud = np.flatnonzero(np.abs(x) > np.abs(x).max() * 10 ** (-35 / 20))
+        a = int(t * 16000)
+        if a + len(x) > len(out):
+            break
+        out[a : a + len(x)] += reverberant(x, 0.5, seed=ord(spk))
+        ref.append(Turn(t + loud[0] / 16000, t + loud[-1] / 16000, spk))
+        t += len(x) / 16000 + 0.4
+    out = out[: int((t + 0.5) * 16000)]
+    rng = np.random.default_rng(3)
+    from scipy.signal import lfilter
+
+    noise = lfilter([1.0], [1.0, -0.95], rng.standard_normal(len(out)))  # low-pass: fan-like
+    speech_rms = float(np.sqrt(np.mean(out[out != 0] ** 2)))
+    out += (noise / np.sqrt(np.mean(noise**2)) * speech_rms * 10 ** (-15 / 20)).astype(np.float32)
+    a = diarizer.analyse_array(out)
+    clustering, _ = diarizer.cluster(a)
+    result = diarizer.reconstruct(a, clustering)
+    assert len(result.speakers) == 2
+    # Measured 2026-12-01: 2 speakers, DER 0.18 at collar 0 (most of it at the six turn
+    # changes, where the reverberant tail of one reader runs into the next); the old
+    # threshold cut found 3 here. Both readers merged into one would cost ~0.5, so 0.3
+    # catches a lost speaker with room for thread-count noise.
+    assert der(ref, result.turns, len(out) / 16000) < 0.3

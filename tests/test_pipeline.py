@@ -25,14 +25,24 @@ def test_split_threads():
     assert split_threads(2, False) == (2, 0)
 
 
-def test_cluster_confidence():
-    from whispdiar.pipeline import cluster_confidence
+def test_speaker_confidence_says_whether_a_speaker_is_a_distinct_voice():
+    from whispdiar.confidence import speaker_confidence
+    from whispdiar.records import Turn
 
-    c = np.array([1.0, 0.0])
-    assert cluster_confidence(np.array([[2.0, 0.0], [1.0, 0.0]]), c) == pytest.approx(1.0)
-    assert cluster_confidence(np.array([[1.0, 1.0], [1.0, -1.0]]), c) == pytest.approx(np.sqrt(0.5))
-    assert cluster_confidence(None, c) is None
-    assert cluster_confidence(np.zeros((0, 2)), c) is None
+    e = np.eye(4)
+    twin = l2(e[0] + 0.1 * e[1])  # cosine 0.995 to speaker A: a split of one voice
+    cents = {"A": e[0], "B": e[2], "C": twin}
+    turns = [Turn(0, 60, "A"), Turn(60, 120, "B"), Turn(120, 121.5, "C")]
+    conf = speaker_confidence(cents, turns)
+    assert set(conf) == {"A", "B", "C"} and all(0.0 <= v <= 1.0 for v in conf.values())
+    assert conf["B"] > 0.9  # a minute of speech, far from everyone
+    assert conf["C"] < 0.2  # 1.5 s, next to A
+    assert conf["C"] < conf["A"] < conf["B"]
+    assert speaker_confidence({}, []) == {}
+
+
+def l2(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
 
 
 def test_speakers_numbered_by_first_appearance_in_the_transcript():

@@ -1,5 +1,8 @@
 """Global speaker clustering of (window, local speaker) embeddings.
 
+The default is ``spectral_cluster_embeddings`` (eigengap count, ``whispdiar.spectral``,
+then ``merge_weak_clusters``); ``cluster_embeddings`` is the previous threshold cut:
+
 Agglomerative clustering with centroid linkage on L2-normalised embeddings, cut at a
 Euclidean distance threshold (as pyannote 3.x does). Clusters smaller than
 ``min_cluster_size`` are not speakers of their own: they join the nearest large
@@ -173,3 +176,97 @@ def constrained_assignment(scores: np.ndarray, active: np.ndarray) -> np.ndarray
         if len(rest):
             out[i, idx[rest]] = np.argmax(sc[rest], axis=1)
     return out
+
+
+def merge_weak_clusters(
+    x: np.ndarray, labels: np.ndarray, lo: int, seconds: np.ndarray | None = None,
+    min_size: int = 1, min_seconds: float = 0.0, merge_cosine: float | None = None,
+) -> np.ndarray:
+    """Merge clusters that are not speakers of their own into their nearest (cosine of
+    centroids), one at a time, never below ``lo`` clusters:
+
+    - fewer than ``min_size`` members (a few stray embeddings);
+    - less than ``min_seconds`` of speech in all (``seconds`` per embedding): two people
+      talking for 30 s are not nine speakers;
+    - a centroid with cosine >= ``merge_cosine`` to another one (one voice split in two).
+
+    Returns labels renumbered 0..K-1.
+    """
+    labels = np.unique(labels, return_inverse=True)[1].astype(np.int64)
+    w = np.ones(len(x)) if seconds is None else np.asarray(seconds, np.float64)
+    while True:
+        k = int(labels.max()) + 1 if len(labels) else 0
+        if k <= max(1, lo):
+            return labels
+        sizes = np.bincount(labels, minlength=k)
+        speech = np.bincount(labels, weights=w, minlength=k)
+        cents = centroids_of(x, labels, k).astype(np.float64)
+        sim = cents @ cents.T
+        np.fill_diagonal(sim, -np.inf)
+        victim = -1
+        small = np.flatnonzero((sizes < min_size) | (speech < min_seconds))
+        if len(small):
+            victim = int(small[np.lexsort((speech[small], sizes[small] >= min_size))[0]])
+            target = int(np.argmax(sim[victim]))
+        elif merge_cosine is not None and sim.max() >= merge_cosine:
+            i, j = np.unravel_index(int(np.argmax(sim)), sim.shape)
+            victim, target = (int(i), int(j)) if speech[i] <= speech[j] else (int(j), int(i))
+        if victim < 0:
+            return labels
+        labels = np.where(labels == victim, target, labels)
+        labels = np.unique(labels, return_inverse=True)[1].astype(np.int64)
+
+
+def spectral_cluster_embeddings(
+    emb: np.ndarray,
+    seconds: np.ndarray | None = None,
+    num_speakers: int | None = None,
+    min_speakers: int | None = None,
+    max_speakers: int | None = None,
+    *,
+    pval: float = 0.02,
+    min_keep: int = 6,
+    max_auto: int = 15,
+    min_cluster_size: int = 1,
+    min_speaker_seconds: float = 1.0,
+    merge_cosine: float | None = 0.55,
+    center: bool = False,
+    partition: str = "spectral",
+    ahc_min_size: int = DEFAULT_MIN_CLUSTER_SIZE,
+    floor_percentile: float | None = 5.0,
+) -> Clustering:
+    """Spectral clustering with an eigengap count (``whispdiar.spectral``), then the
+    weak clusters merged (``merge_weak_clusters``). Hints are exact: the eigengap is read
+    only inside [min, max], and merges stop at min."""
+    from .spectral import spectral_count_and_labels
+
+    emb = np.asarray(emb)
+    lo, hi = check_hints(num_speakers, min_speakers, max_speakers)
+    n = len(emb)
+    if n == 0:
+        return Clustering(np.zeros(0, np.int64), np.zeros((0, emb.shape[-1] if emb.ndim == 2 else 0),
+                                                          np.float32))
+    x = l2_normalize(emb)
+    # Per-file centring: what all embeddings of a file share (channel, room, codec) is not
+    # who speaks; removing it spreads the speakers apart before cosine.
+    xc = l2_normalize(x - x.mean(axis=0)) if center and n > 2 else x
+    if n == 1 or (hi is not None and hi == 1):
+        labels = np.zeros(n, np.int64)
+    else:
+        top = min(n, hi if hi is not None else max(max_auto, lo))
+        k, labels, _ = spectral_count_and_labels(xc, min(lo, top), top, pval, min_keep)
+        if merge_cosine is not None and floor_percentile is not None and n > 2:
+            # What the file's most different embeddings still share (channel, band) is not
+            # speaker similarity: read the merge threshold above that floor.
+            # (from at most 500 evenly spaced embeddings: the memory stays small)
+            sub = xc[np.linspace(0, n - 1, min(n, 500)).round().astype(np.int64)]
+            sims = (sub @ sub.T)[np.triu_indices(len(sub), 1)]
+            floor = float(np.clip(np.percentile(sims, floor_percentile), 0.0, 0.9))
+            merge_cosine = floor + merge_cosine * (1.0 - floor)
+        if partition == "ahc":
+            # the eigengap's count, the dendrogram's partition at that count
+            labels = cluster_embeddings(xc, num_speakers=k, min_cluster_size=ahc_min_size).labels
+        labels = merge_weak_clusters(xc, labels, lo, seconds, min_cluster_size, min_speaker_seconds,
+                                     merge_cosine)
+    k = int(labels.max()) + 1
+    return Clustering(labels, centroids_of(x, labels, k))

@@ -6,8 +6,9 @@ Stages (data moves one way):
                gives up to 3 local speakers per window; per-frame speaker counts are
                averaged over the windows that cover a frame; one CAM++ embedding per
                (window, active local speaker) from that speaker's non-overlapped frames.
-2. cluster     agglomerative clustering of the embeddings over the whole file
-               (``clustering.cluster_embeddings``), then every (window, speaker) gets the
+2. cluster     spectral clustering of the embeddings over the whole file, the count read
+               from the eigengap, weak clusters merged
+               (``clustering.spectral_cluster_embeddings``), then every (window, speaker) gets the
                most similar centroid, two speakers of one window never the same one.
 3. reconstruct per frame, the ``count`` global speakers with the most window votes are
                active; runs of frames become turns (with overlap) and an exclusive view
@@ -39,6 +40,7 @@ from .clustering import (
     cluster_embeddings,
     constrained_assignment,
     l2_normalize,
+    spectral_cluster_embeddings,
 )
 from .embedding import FRAME_SHIFT as FBANK_SHIFT
 from .embedding import FbankStream
@@ -97,6 +99,21 @@ class DiarizationConfig:
     max_cluster_embeddings: int = 2000
     threshold: float = DEFAULT_THRESHOLD
     min_cluster_size: int = DEFAULT_MIN_CLUSTER_SIZE
+    # "spectral": eigengap count on a pruned cosine affinity (whispdiar.spectral), then weak
+    # clusters merged; "ahc": the threshold cut above. Chosen by cross-validation
+    # (docs/diarization.md).
+    clustering: str = "spectral"
+    spectral_pval: float = 0.02  # share of each affinity row kept (nearest neighbours)
+    spectral_min_keep: int = 6  # ... but at least this many
+    max_auto_speakers: int = 15  # the eigengap is read among the first this many + 1 eigenvalues
+    # A speaker needs this much clean speech in all (s), else it joins its nearest.
+    min_speaker_seconds: float = 1.0
+    spectral_min_cluster_size: int = 1  # members a spectral cluster needs (speech decides, above)
+    merge_cosine: float | None = 0.55  # centroids this similar (above the floor) are one voice
+    center_embeddings: bool = False  # subtract the file's mean embedding before clustering
+    spectral_partition: str = "spectral"  # or "ahc": the dendrogram cut at the eigengap's count
+    # merge_cosine is read above the file's similarity floor (this percentile of all pairs)
+    similarity_floor_percentile: float | None = 5.0
     # Frames near a window's centre are more reliable than near its edges, where the model
     # hears only one side of the context: weight counts and votes by a Hamming window.
     # Measured: more false alarm than it saves in missed speech, so off by default.
@@ -380,13 +397,27 @@ class Diarizer:
         if ok.any() and train_mask.sum() < 2:
             train_mask = ok  # short file: use what there is
         train = analysis.embeddings[train_mask]
+        # Clean speech each embedding stands for: a frame is in WINDOW/step windows, and
+        # clean_seconds counts a speaker's clean speech in the whole window.
+        seconds = analysis.clean_seconds[train_mask] * cfg.step / (WINDOW_SAMPLES / SAMPLE_RATE)
         if len(train) > cfg.max_cluster_embeddings:
             keep = np.linspace(0, len(train) - 1, cfg.max_cluster_embeddings).round().astype(np.int64)
+            seconds = seconds[keep] * (len(train) / len(keep))
             train = train[keep]
-        clustering = cluster_embeddings(
-            train, cfg.threshold, num_speakers=num_speakers, min_speakers=min_speakers,
-            max_speakers=max_speakers, min_cluster_size=cfg.min_cluster_size,
-        )
+        if cfg.clustering == "ahc":
+            clustering = cluster_embeddings(
+                train, cfg.threshold, num_speakers=num_speakers, min_speakers=min_speakers,
+                max_speakers=max_speakers, min_cluster_size=cfg.min_cluster_size,
+            )
+        else:
+            clustering = spectral_cluster_embeddings(
+                train, seconds, num_speakers=num_speakers, min_speakers=min_speakers,
+                max_speakers=max_speakers, pval=cfg.spectral_pval, min_keep=cfg.spectral_min_keep,
+                max_auto=cfg.max_auto_speakers, min_cluster_size=cfg.spectral_min_cluster_size,
+                min_speaker_seconds=cfg.min_speaker_seconds, merge_cosine=cfg.merge_cosine,
+                center=cfg.center_embeddings, partition=cfg.spectral_partition,
+                ahc_min_size=cfg.min_cluster_size, floor_percentile=cfg.similarity_floor_percentile,
+            )
         return clustering, train
 
     # ----------------------------------------------------------------- stage 3

@@ -31,12 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from . import audio
 from .alignment import AlignConfig, align
 from .cancel import AnyEvent
 from .cancel import Cancelled as _StageCancelled
+from .confidence import speaker_confidence
 from .naming import speaker_records
 from .records import Result, Timings
 from .transcription import Transcriber, Transcript
@@ -72,21 +71,6 @@ def split_threads(total: int, diarize: bool) -> tuple[int, int]:
         return total, 0
     diar = max(1, total // 2) if total > 1 else 1
     return max(1, total - diar), diar
-
-
-def cluster_confidence(embeddings: np.ndarray | None, centroid: np.ndarray | None) -> float | None:
-    """Mean cosine similarity of a cluster's member embeddings to its centroid, in [-1, 1].
-
-    High (~0.8+) for a tight cluster of one clear voice; low for a cluster that mixes
-    voices or noise. None when the diarizer kept no embeddings for it.
-    """
-    if embeddings is None or centroid is None or len(embeddings) == 0:
-        return None
-    e = np.asarray(embeddings, np.float64)
-    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-    c = np.asarray(centroid, np.float64)
-    c = c / max(float(np.linalg.norm(c)), 1e-12)
-    return float(np.clip(np.mean(e @ c), -1.0, 1.0))
 
 
 @dataclass(slots=True)
@@ -357,8 +341,8 @@ class Pipeline:
         segments = align(transcript.segments, diar.exclusive, self.align_config, overlapped=diar.turns,
                          language=transcript.language)
         named = dict(self.namer(diar)) if self.namer is not None else {}
-        conf = {label: cluster_confidence(diar.embeddings.get(label), diar.centroids.get(label))
-                for label in diar.speakers}
+        # how likely each anonymous speaker is a distinct real voice (whispdiar.confidence)
+        conf: dict[str, float | None] = dict(speaker_confidence(diar.centroids, diar.turns))
         reserved = getattr(self.namer, "names", ())  # every enrolled name, shown or not
         speakers = speaker_records(list(diar.turns), named, reserved, segments, conf)
         return Result(name, transcript.duration, transcript.language, segments, speakers, list(diar.turns),
