@@ -40,6 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 from whispdiar.diarization import Analysis, DiarizationConfig, Diarizer  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_diarization import read_references  # noqa: E402  (the same RTTM/UEM reading)
+
 
 # ---------------------------------------------------------------- data and cache
 @dataclass
@@ -50,26 +53,6 @@ class Item:
     ref: object  # pyannote Annotation
     uem: object  # pyannote Timeline
     ref_speakers: int
-
-
-def read_references(folder: Path) -> tuple[dict, dict]:
-    from pyannote.core import Annotation, Segment, Timeline
-
-    from whispdiar.rttm import parse_rttm
-
-    refs: dict = {}
-    for f in sorted(folder.glob("*.rttm")):
-        for uri, turns in parse_rttm(f.read_text(encoding="utf-8")).items():
-            ann = refs.setdefault(uri, Annotation(uri=uri))
-            for t in turns:
-                ann[Segment(t.start, t.end), len(ann)] = t.speaker
-    uems: dict = {}
-    for f in sorted(folder.glob("*.uem")):
-        for line in f.read_text().splitlines():
-            p = line.split()
-            if len(p) >= 4:
-                uems.setdefault(p[0], Timeline(uri=p[0])).add(Segment(float(p[2]), float(p[3])))
-    return refs, uems
 
 
 def save_analysis(path: Path, a: Analysis) -> None:
