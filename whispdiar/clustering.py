@@ -68,6 +68,11 @@ def centroids_of(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return l2_normalize(c).astype(np.float32)
 
 
+def _no_speakers(emb: np.ndarray) -> Clustering:
+    """The clustering of zero embeddings (keeps their dimension)."""
+    return Clustering(np.zeros(0, np.int64), np.zeros((0, emb.shape[-1] if emb.ndim == 2 else 0), np.float32))
+
+
 def _large_counts(z: np.ndarray, n: int, min_size: int) -> np.ndarray:
     """Number of clusters with >= min_size members after 0, 1, ... n-1 merges."""
     sizes = np.ones(2 * n - 1, dtype=np.int64)
@@ -103,8 +108,7 @@ def cluster_embeddings(
     lo, hi = check_hints(num_speakers, min_speakers, max_speakers)
     n = len(emb)
     if n == 0:
-        return Clustering(np.zeros(0, np.int64), np.zeros((0, emb.shape[-1] if emb.ndim == 2 else 0),
-                                                          np.float32))
+        return _no_speakers(emb)
     x = l2_normalize(emb)
     if n == 1:
         return Clustering(np.zeros(1, np.int64), x.astype(np.float32))
@@ -244,8 +248,7 @@ def spectral_cluster_embeddings(
     lo, hi = check_hints(num_speakers, min_speakers, max_speakers)
     n = len(emb)
     if n == 0:
-        return Clustering(np.zeros(0, np.int64), np.zeros((0, emb.shape[-1] if emb.ndim == 2 else 0),
-                                                          np.float32))
+        return _no_speakers(emb)
     x = l2_normalize(emb)
     # Per-file centring: what all embeddings of a file share (channel, room, codec) is not
     # who speaks; removing it spreads the speakers apart before cosine.
