@@ -795,18 +795,14 @@ class Transcriber:
         ctx = self._acquire()
         try:
             params = self._params(language, n_threads)
-
-            def abort() -> bool:
-                return self._closing.is_set() or stopped()
-
             # Asked before each encoder pass (False stops it) and after the encoder and
             # every decoder step (True aborts): a cancelled chunk stops within one step
             # (~10-50 ms) instead of running to its end (seconds). Each call takes the GIL
             # once: ~130 calls for 30 s of speech (counted with tiny.en and base).
-            pw.assign_encoder_begin_callback(params, lambda *_: not abort())
-            pw.assign_abort_callback(params, abort)
+            pw.assign_encoder_begin_callback(params, lambda *_: not stopped())
+            pw.assign_abort_callback(params, stopped)
             pw.whisper_full(ctx, params, signal, len(signal))
-            if abort():
+            if stopped():
                 raise Cancelled()
             detected = None
             if language is None:
