@@ -276,7 +276,8 @@ DIARIZE_FORMATS = ("txt", "rttm", "json")
 def diarize(
     inputs: Inputs,
     fmt: Annotated[list[str] | None, typer.Option("--format", "-f", metavar="FMT",
-                                                     help="txt (default), rttm, json; repeatable.")]
+                                                     help="txt (default), rttm, json; repeatable; all "
+                                                     "(with --output-dir).")]
     = None,
     output_dir: OutputDir = None,
     output: OutputFile = None,
@@ -333,8 +334,11 @@ SpeakersDb = Annotated[Path | None, typer.Option("--speakers-db", help="Voicepri
 def transcribe(
     inputs: Inputs,
     fmt: Annotated[list[str] | None, typer.Option("--format", "-f", metavar="FMT",
-                                                  help="txt (default), json, srt, vtt, tsv, rttm; repeatable.")]
+                                                  help="txt (default), json, json-compact, srt, vtt, tsv, rttm; "
+                                                  "repeatable; all (with --output-dir).")]
     = None,
+    no_words: Annotated[bool, typer.Option("--no-words", help="Leave the words out of json and json-compact.")]
+    = False,
     output_dir: OutputDir = None,
     output: OutputFile = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Whisper model: a name from `whispdiar models list "
@@ -412,7 +416,7 @@ def transcribe(
                             picked.unlink(missing_ok=True)
                     for t in tasks.values():
                         rep.done(t)  # type: ignore[arg-type]
-                    return {f: render(result, f) for f in plan.formats}
+                    return {f: render(result, f, words=not no_words) for f in plan.formats}
 
                 return process
 
