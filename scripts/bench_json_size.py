@@ -58,7 +58,8 @@ def main() -> int:
         if base_bytes is None:
             base_bytes, base_tokens = n_bytes, n_tokens
         rel_t = f"{n_tokens / base_tokens:.1%}" if n_tokens and base_tokens else "-"
-        print(f"{fmt}\t{'yes' if with_words else 'no'}\t{n_bytes}\t{n_tokens or '-'}\t{n_bytes / base_bytes:.1%}\t{rel_t}")
+        kept = "yes" if with_words else "no"
+        print(f"{fmt}\t{kept}\t{n_bytes}\t{n_tokens or '-'}\t{n_bytes / base_bytes:.1%}\t{rel_t}")
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
             suffix = "" if with_words else ".no-words"
