@@ -52,10 +52,17 @@ test: models
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
+# Diarization on AMI and on room / telephone / clean meetings rendered from a seed (about
+# 20 s to build, not committed), against sherpa-onnx with the same models; then word
+# attribution on LibriSpeech meetings. Needs ../shared/data (DATA=...).
+BENCH ?= /tmp/whispdiar-bench
 bench: models
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
-	$(PY) scripts/bench_diarization.py --data $(DATA)
-	$(PY) scripts/bench_words.py --data $(DATA)
+	test -d $(BENCH)/rooms/clean || $(PY) scripts/make_rooms.py --out $(BENCH)/rooms --seed 16
+	$(PY) scripts/bench_diarization.py --dataset ami=$(DATA)/ami_debug --dataset room=$(BENCH)/rooms/room \
+		--dataset phone=$(BENCH)/rooms/phone --dataset clean=$(BENCH)/rooms/clean --markdown $(BENCH)/diarization.md
+	$(PY) scripts/bench_words.py --whisper "$$($(WD) models path base)" --vad "$$($(WD) models path silero-vad)" \
+		--librispeech $(DATA)/librispeech --diarize "$$($(WD) models path segmentation-3.0)" "$$($(WD) models path campplus)"
 
 lint: setup
 	$(VENV)/bin/ruff check whispdiar tests scripts

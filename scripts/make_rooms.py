@@ -64,7 +64,7 @@ from scipy import signal
 
 SR = 16000
 HOP = 160  # 10 ms energy frames
-SHARED = Path("/work/shared/data")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the clone
 SOURCES = (SHARED / "librispeech", SHARED / "librispeech-train-clean-100")
 SPEAKERS_TXT = SHARED / "librispeech-train-clean-100" / "SPEAKERS.TXT"
 SET_NAMES = ("clean", "room", "phone")
