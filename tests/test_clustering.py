@@ -157,3 +157,29 @@ def test_spectral_on_3000_embeddings_is_fast():
     c = spectral_cluster_embeddings(x, np.full(len(x), 2.0))
     assert time.perf_counter() - t0 < 20.0
     assert c.num_clusters == 10
+
+
+def test_merge_reads_the_members_not_the_centroids():
+    """Two voices whose centres are fairly alike (cosine 0.5), 40 embeddings each at
+    cosine ~0.7 to their centre: their centroids are ~0.5 apart (the centroid cosine of
+    big clusters tends to the cosine of the centres), but any two members of different
+    voices are at ~0.25 and two of one voice at ~0.5. The merge at 0.45 keeps the voices
+    apart and joins a voice split in two, whatever the clusters' sizes."""
+    rng = np.random.default_rng(3)
+    dim = 192
+    a = rng.standard_normal(dim)
+    a /= np.linalg.norm(a)
+    b = rng.standard_normal(dim)
+    b -= (b @ a) * a
+    b = 0.5 * a + np.sqrt(1 - 0.25) * b / np.linalg.norm(b)
+
+    def voice(c: np.ndarray, n: int) -> np.ndarray:
+        return l2_normalize(c + rng.standard_normal((n, dim)) / np.sqrt(dim))
+
+    x = np.vstack([voice(a, 40), voice(b, 40)])
+    two = np.repeat([0, 1], 40)
+    assert len(np.unique(merge_weak_clusters(x, two, lo=1, merge_cosine=0.45))) == 2
+    assert len(np.unique(merge_weak_clusters(x, two, lo=1, merge_cosine=0.45, linkage="centroid"))) == 1
+    split = np.concatenate([np.repeat([0, 2], [36, 4]), np.ones(40, np.int64)])  # voice a as 36 + 4
+    out = merge_weak_clusters(x, split, lo=1, merge_cosine=0.45)
+    assert same_partition(out, two)
