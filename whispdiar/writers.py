@@ -211,12 +211,19 @@ class RttmWriter(Writer):
 
 @dataclass(frozen=True, slots=True)
 class CueLimits:
-    """Readability limits (common broadcast guidance: ~42 chars/line, 2 lines, <= 7 s)."""
+    """Readability limits (common broadcast guidance: ~42 chars/line, 2 lines, <= 7 s;
+    docs/output-formats.md). ``max_line``/``max_lines`` are ``--max-line-width`` /
+    ``--max-line-count``."""
 
     max_line: int = 42
     max_lines: int = 2
     max_seconds: float = 6.0
     min_seconds: float = 0.5
+
+    def __post_init__(self) -> None:
+        for value, what in ((self.max_line, "line width"), (self.max_lines, "line count")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"subtitle {what} must be a whole number of at least 1, not {value!r}")
 
 
 @dataclass(slots=True)
@@ -286,15 +293,14 @@ def make_cues(result: Result, limits: CueLimits = CueLimits(), prefix_names: boo
     budget = limits.max_line * limits.max_lines
     for seg in result.segments:
         name = result.speaker_name(seg.speaker)
-        extra = len(name) + 2 if (prefix_names and name) else 0
+        prefix = f"{_one_line(name)}: " if (prefix_names and name) else ""  # shown as SrtWriter shows it
         cur: list[Word] = []
         for w in _cue_words(seg):
             if cur:
                 text = " ".join(x.text for x in [*cur, w])
-                shown = "x" * extra + " " + text if extra else text  # the name prefix takes room too
-                too_long = len(_wrap(shown, limits.max_line)) > limits.max_lines
+                too_long = len(_wrap(prefix + text, limits.max_line)) > limits.max_lines
                 too_slow = (w.end or 0) - (cur[0].start or 0) > limits.max_seconds
-                if too_long or too_slow or len(text) + extra > budget:
+                if too_long or too_slow or len(prefix + text) > budget:
                     cues.append(Cue(cur[0].start or seg.start, cur[-1].end or seg.end, name,
                                     " ".join(x.text for x in cur)))
                     cur = []
@@ -366,13 +372,17 @@ WRITERS: dict[str, type[Writer]] = {
 FORMATS = tuple(WRITERS)
 
 
-def get_writer(fmt: str) -> Writer:
+def get_writer(fmt: str, cue_limits: CueLimits | None = None) -> Writer:
+    """The writer for ``fmt``; ``cue_limits`` shape srt/vtt cues (other formats ignore them)."""
     try:
-        return WRITERS[fmt.lower()]()
+        cls = WRITERS[fmt.lower()]
     except KeyError:
         raise UsageError(f"unknown output format {fmt!r} (choose from {', '.join(FORMATS)})") from None
+    if cue_limits is not None and issubclass(cls, SrtWriter | VttWriter):
+        return cls(cue_limits)
+    return cls()
 
 
-def render(result: Result, fmt: str) -> str:
+def render(result: Result, fmt: str, cue_limits: CueLimits | None = None) -> str:
     """The result in format ``fmt`` (txt, json, srt, vtt, rttm, tsv)."""
-    return get_writer(fmt).render(result)
+    return get_writer(fmt, cue_limits).render(result)
