@@ -94,6 +94,40 @@ def test_shift_result_moves_every_time_once():
     assert r.turns == [Turn(10.4, 11.6, "S")]
 
 
+def test_span_file_is_the_part_and_a_cancel_leaves_nothing(data_dir: Path, tmp_path: Path, monkeypatch):
+    import tempfile
+    import threading
+
+    import numpy as np
+
+    from whispdiar import audio
+    from whispdiar.cancel import Cancelled
+    from whispdiar.spans import span_to_tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    clip = data_dir / "jfk.wav"
+    part = span_to_tempfile(clip, Span(2.0, 5.5))
+    try:
+        np.testing.assert_allclose(audio.load(part), audio.load(clip, start=2.0, end=5.5), atol=1e-6)
+    finally:
+        part.unlink()
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Cancelled):
+        span_to_tempfile(clip, Span(2.0, None), stop)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_library_refuses_bad_options_before_loading_models(tmp_path: Path):
+    import whispdiar
+
+    missing = tmp_path / "missing.wav"
+    with pytest.raises(UsageError, match="beam size"):
+        whispdiar.transcribe(missing, model="no-such-model", beam_size=0.5)
+    with pytest.raises(UsageError, match="must be after"):
+        whispdiar.transcribe(missing, model="no-such-model", start=5, end=2)
+
+
 # ----------------------------------------------------------------------------- subtitle cues
 
 

@@ -269,7 +269,7 @@ class Pipeline:
             duration = file_duration = audio.info(work).duration
             if not span.whole:
                 span = clip_span(span, file_duration, display_name or str(path))
-                part = work = span_to_tempfile(work, span)
+                part = work = span_to_tempfile(work, span, AnyEvent(threading.Event(), cancel, self._closing))
                 duration = audio.info(work).duration
             do_diar = self.diarize if diarize is None else (diarize and self.diarize)
             if diarize and not self.diarize:
