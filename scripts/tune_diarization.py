@@ -34,6 +34,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -67,7 +68,8 @@ def load_analysis(path: Path) -> Analysis:
                     z["clean_seconds"], z["count_mean"])
 
 
-def load_sets(specs: list[str], cache: Path, threads: int) -> list[Item]:
+def load_sets(specs: list[str], cache: Path, threads: int, analyse_config: dict | None = None,
+              max_duration: float | None = None) -> list[Item]:
     from pyannote.core import Segment, Timeline
 
     diarizer = None
@@ -79,13 +81,15 @@ def load_sets(specs: list[str], cache: Path, threads: int) -> list[Item]:
         for wav in sorted(Path(folder).glob("*.wav")):
             if wav.stem not in refs:
                 continue
+            if max_duration is not None and sf.info(str(wav)).duration > max_duration:
+                continue
             npz = cache / name / f"{wav.stem}.npz"
             if not npz.exists():
                 if diarizer is None:
                     from whispdiar import models
 
                     diarizer = Diarizer(models.resolve("segmentation-3.0"), models.resolve("campplus"),
-                                        threads=threads)
+                                        threads=threads, config=make_config(analyse_config or {}))
                 t0 = time.perf_counter()
                 save_analysis(npz, diarizer.analyse(wav))
                 print(f"cached {name}/{wav.stem} in {time.perf_counter() - t0:.1f} s", file=sys.stderr,
@@ -263,10 +267,14 @@ def main() -> None:
     ap.add_argument("--files", action="store_true", help="per-file lines")
     ap.add_argument("--confidence", action="store_true", help="fit and check the speaker confidence")
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--analyse-config", default="{}",
+                    help="JSON overrides for stage 1 (e.g. step); use its own --cache; also applied to stages 2-3")
+    ap.add_argument("--max-duration", type=float, default=None, help="only files up to this many seconds")
     args = ap.parse_args()
-    items = load_sets(args.dataset + args.extra, args.cache, args.threads)
+    stage1 = json.loads(args.analyse_config)
+    items = load_sets(args.dataset + args.extra, args.cache, args.threads, stage1, args.max_duration)
     extra = {spec.split("=", 1)[0] for spec in args.extra}
-    base = json.loads(args.config)
+    base = {**stage1, **json.loads(args.config)}
     if args.confidence:
         names = sorted({it.set for it in items} - extra)
         # The speakers of the default clustering, plus those of the old threshold cut

@@ -180,7 +180,7 @@ def test_property_cue_lines_fit_the_limits(width: int, count: int, specs):
     limits = CueLimits(max_line=width, max_lines=count)
     names = {"Speaker 1": "A", "Anna": "B", "Jan Novák": "C"}
     for fmt in ("srt", "vtt"):
-        cues = cue_blocks(render(r, fmt, limits), fmt)
+        cues = cue_blocks(render(r, fmt, cue_limits=limits), fmt)
         assert cues and all(a[0] < a[1] <= b[0] + 1e-9 for a, b in zip(cues, cues[1:], strict=False))
         seen = []
         for _, _, raw in cues:
@@ -222,7 +222,7 @@ def test_a_word_longer_than_the_line_stays_whole():
                     [Word("the", 1.0, 1.2), Word(word, 1.3, 2.5), Word("spoke", 2.6, 3.0)])]
     r = Result("a.wav", 10.0, "de", segs, [Speaker("A", "Anna")])
     for fmt in ("srt", "vtt"):
-        lines = [ln for _, _, raw in cue_blocks(render(r, fmt, CueLimits(max_line=16, max_lines=2)), fmt)
+        lines = [ln for _, _, raw in cue_blocks(render(r, fmt, cue_limits=CueLimits(max_line=16, max_lines=2)), fmt)
                  for ln in shown_lines(raw, fmt)]
         assert word in lines, lines  # on a line of its own, not cut
         assert all(len(ln) <= 16 for ln in lines if ln != word)
@@ -372,6 +372,7 @@ def test_beam_search_reaches_whisper(tiny, whisper_tiny_en_path: Path, vad, data
         Transcriber(whisper_tiny_en_path, beam_size=9)
 
 
+@pytest.mark.slow  # loads base; 6-7 CPU-s, 10-23 s wall on the shared machine
 def test_translate_gives_english(whisper_base_path: Path, vad, data_dir: Path):
     """German speech (reference: "Der hinter diesem Portal liegende Raum wurde als
     Leichenhalle genutzt", "the room behind this portal was used as a morgue")."""

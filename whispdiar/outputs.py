@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from . import audio
 from .errors import OutputError, UsageError
+from .writers import EXTENSIONS
 
 if TYPE_CHECKING:
     from .diarization import Diarization
@@ -47,11 +48,18 @@ class OutputPlan:
 def plan_outputs(
     inputs: list[str], formats: list[str], allowed: tuple[str, ...], output_dir: Path | None, output: Path | None
 ) -> OutputPlan:
-    """Check the combination of inputs/formats/destinations; refuse ambiguous ones before any work."""
+    """Check the combination of inputs/formats/destinations; refuse ambiguous ones before any work.
+
+    The format ``all`` stands for every format in ``allowed`` and needs ``output_dir``.
+    """
     fmts = list(dict.fromkeys(f.lower() for f in formats))
+    if "all" in fmts:
+        if output_dir is None:
+            raise UsageError("-f all writes every format and needs --output-dir DIR")
+        fmts = list(allowed)
     for f in fmts:
         if f not in allowed:
-            raise UsageError(f"unknown format '{f}' (choose from: {', '.join(allowed)})")
+            raise UsageError(f"unknown format '{f}' (choose from: {', '.join(allowed)}, all)")
     if not inputs:
         raise UsageError("no input files given")
     if inputs.count("-") > 1:
@@ -75,7 +83,7 @@ def plan_outputs(
         dests: dict[str, Path | None] = {}
         for f in fmts:
             if output_dir is not None:
-                dest = output_dir / f"{stem}.{f}"
+                dest = output_dir / f"{stem}.{EXTENSIONS.get(f, f)}"
                 if dest in seen:
                     raise UsageError(f"{name} and {seen[dest]} would both write {dest}")
                 seen[dest] = name

@@ -135,11 +135,14 @@ def _t(x: float | None) -> float | None:
 class JsonWriter(Writer):
     name = extension = "json"
 
+    def __init__(self, words: bool = True):
+        self.words = words  # False: no "words" list in the segments (--no-words)
+
     def render(self, result: Result) -> str:
-        return json.dumps(self.document(result), ensure_ascii=False, indent=2) + "\n"
+        return json.dumps(self.document(result, self.words), ensure_ascii=False, indent=2) + "\n"
 
     @staticmethod
-    def document(result: Result) -> dict:
+    def document(result: Result, words: bool = True) -> dict:
         name = result.speaker_name
         return {
             "version": JSON_SCHEMA_VERSION,
@@ -168,7 +171,7 @@ class JsonWriter(Writer):
                     "end": _t(s.end),
                     "speaker": name(s.speaker),
                     "text": s.text.strip(),
-                    "words": [
+                    **({"words": [
                         {
                             "text": w.text,
                             "start": _t(w.start),
@@ -177,13 +180,79 @@ class JsonWriter(Writer):
                             "probability": None if w.probability is None else round(float(w.probability), 3),
                         }
                         for w in s.words
-                    ],
+                    ]} if words else {}),
                 }
                 for s in result.segments
             ],
             "turns": [
                 {"start": _t(t.start), "end": _t(t.end), "speaker": name(t.speaker)} for t in result.turns
             ],
+        }
+
+
+COMPACT_SCHEMA_VERSION = 1
+
+
+def _c(x: float | None) -> float | None:
+    """A time in compact JSON: seconds rounded to 0.01 (whisper's own timestamp step)."""
+    return None if x is None else round(float(x), 2)
+
+
+class CompactJsonWriter(Writer):
+    """Compact JSON for feeding transcripts to language models (docs/output-formats.md).
+
+    One line, short keys, times as ``[start, end]`` rounded to 0.01 s, speakers as short
+    keys (``S1``, ``S2`` in order of first appearance) with the names and confidences in a
+    roster given once. Words, if kept, are ``{"t": [s, e], "text": ...}`` with an ``"s"`` only
+    where a word's speaker differs from its segment's (overlapping speech).
+    """
+
+    name = "json-compact"
+    extension = "compact.json"
+
+    def __init__(self, words: bool = True):
+        self.words = words
+
+    def render(self, result: Result) -> str:
+        return json.dumps(self.document(result, self.words), ensure_ascii=False, separators=(",", ":")) + "\n"
+
+    @staticmethod
+    def document(result: Result, words: bool = True) -> dict:
+        key = {sp.label: f"S{i}" for i, sp in enumerate(result.speakers, 1)}
+        roster: dict[str, dict] = {}
+        for sp in result.speakers:
+            entry: dict = {"name": sp.name}
+            if sp.confidence is not None:
+                entry["confidence"] = round(float(sp.confidence), 2)
+            roster[key[sp.label]] = entry
+
+        def who(label: str | None) -> str | None:
+            return None if label is None else key.get(label, label)
+
+        segments = []
+        for s in result.segments:
+            seg: dict = {"t": [_c(s.start), _c(s.end)]}
+            if s.speaker is not None:
+                seg["s"] = who(s.speaker)
+            seg["text"] = s.text.strip()
+            if words and s.words:
+                ws = []
+                for w in s.words:
+                    wd: dict = {"t": None if w.start is None or w.end is None else [_c(w.start), _c(w.end)],
+                                "text": w.text}
+                    if w.speaker is not None and w.speaker != s.speaker:
+                        wd["s"] = who(w.speaker)
+                    ws.append(wd)
+                seg["w"] = ws
+            segments.append(seg)
+        return {
+            "format": "whispdiar-compact",
+            "version": COMPACT_SCHEMA_VERSION,
+            "audio": result.audio,
+            "language": result.language,
+            "duration": _c(result.duration),
+            "speakers": roster,
+            "segments": segments,
         }
 
 
@@ -367,22 +436,27 @@ class VttWriter(Writer):
 # ----------------------------------------------------------------------------- registry
 
 WRITERS: dict[str, type[Writer]] = {
-    w.name: w for w in (TxtWriter, JsonWriter, SrtWriter, VttWriter, RttmWriter, TsvWriter)
+    w.name: w for w in (TxtWriter, JsonWriter, CompactJsonWriter, SrtWriter, VttWriter, RttmWriter, TsvWriter)
 }
 FORMATS = tuple(WRITERS)
+EXTENSIONS = {name: w.extension for name, w in WRITERS.items()}  # json-compact -> compact.json
+WORD_FORMATS = ("json", "json-compact")  # the formats --no-words changes
 
 
-def get_writer(fmt: str, cue_limits: CueLimits | None = None) -> Writer:
-    """The writer for ``fmt``; ``cue_limits`` shape srt/vtt cues (other formats ignore them)."""
+def get_writer(fmt: str, words: bool = True, cue_limits: CueLimits | None = None) -> Writer:
+    """The writer for ``fmt``; ``words=False`` leaves the words out of the JSON formats,
+    ``cue_limits`` shape srt/vtt cues (other formats ignore them)."""
     try:
         cls = WRITERS[fmt.lower()]
     except KeyError:
         raise UsageError(f"unknown output format {fmt!r} (choose from {', '.join(FORMATS)})") from None
+    if cls.name in WORD_FORMATS:
+        return cls(words=words)  # type: ignore[call-arg]
     if cue_limits is not None and issubclass(cls, SrtWriter | VttWriter):
         return cls(cue_limits)
     return cls()
 
 
-def render(result: Result, fmt: str, cue_limits: CueLimits | None = None) -> str:
-    """The result in format ``fmt`` (txt, json, srt, vtt, rttm, tsv)."""
-    return get_writer(fmt, cue_limits).render(result)
+def render(result: Result, fmt: str, words: bool = True, cue_limits: CueLimits | None = None) -> str:
+    """The result in format ``fmt`` (txt, json, json-compact, srt, vtt, rttm, tsv)."""
+    return get_writer(fmt, words, cue_limits).render(result)
