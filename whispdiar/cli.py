@@ -356,6 +356,21 @@ def transcribe(
     = None,
     no_names: Annotated[bool, typer.Option("--no-names", help="Do not name enrolled speakers.")] = False,
     channel: Channel = None,
+    prompt: Annotated[str | None, typer.Option(
+        "--prompt", metavar="TEXT", help="Text whisper reads before every chunk: names, jargon, spelling, style.")]
+    = None,
+    translate: Annotated[bool, typer.Option(
+        "--translate", help="English text from speech in any language (multilingual models).")] = False,
+    beam_size: Annotated[int, typer.Option(
+        "--beam-size", metavar="N", help="1 = greedy (fastest), 2-8 = beam search of that width.")] = 1,
+    start: Annotated[str | None, typer.Option(
+        "--start", metavar="TIME", help="Work from this time: seconds, mm:ss or hh:mm:ss.")] = None,
+    end: Annotated[str | None, typer.Option(
+        "--end", metavar="TIME", help="Work up to this time; output times stay the file's.")] = None,
+    max_line_width: Annotated[int, typer.Option(
+        "--max-line-width", metavar="N", help="srt/vtt: characters per subtitle line.")] = 42,
+    max_line_count: Annotated[int, typer.Option(
+        "--max-line-count", metavar="N", help="srt/vtt: lines per subtitle cue.")] = 2,
     threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
@@ -369,16 +384,29 @@ def transcribe(
 
       whispdiar transcribe *.wav -f srt -f vtt -f json --output-dir out/
 
+      whispdiar transcribe talk.wav --prompt "Kubernetes, etcd, Dr. Nguyen" --beam-size 5
+
+      whispdiar transcribe interview-de.wav --translate -f srt --max-line-width 37
+
+      whispdiar transcribe meeting.wav --start 10:00 --end 15:30 -f json
+
       cat call.wav | whispdiar transcribe - -f txt
     """
     from . import audio
     from .pipeline import Pipeline
-    from .writers import FORMATS, render
+    from .spans import make_span, parse_time
+    from .transcription import check_beam_size, check_translate
+    from .writers import FORMATS, CueLimits, render
 
     try:
         lang = None if language.lower() == "auto" else language.lower()
-        # Resolve every model before reading any input (stdin included): errors come first.
+        # Options first, then every model before reading any input (stdin included).
+        check_beam_size(beam_size)
+        span = make_span(None if start is None else parse_time(start), None if end is None else parse_time(end))
+        limits = CueLimits(max_line=max_line_width, max_lines=max_line_count)
         whisper = model_registry.resolve(model, role="asr")
+        if translate:
+            check_translate(whisper)
         seg = emb = None
         if not no_diarize:
             seg, emb = model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus")
@@ -389,7 +417,7 @@ def transcribe(
             def load() -> Processor:
                 task = rep.task("loading models")
                 pipeline = stack.enter_context(Pipeline(whisper, seg, emb, vad, threads=threads or _default_threads(),
-                                                        diarize=not no_diarize))
+                                                        diarize=not no_diarize, beam_size=beam_size))
                 rep.done(task)
                 namer = None
                 if pipeline.embedding_model_id is not None and not no_names:
@@ -410,13 +438,14 @@ def transcribe(
                             picked or source, language=lang, num_speakers=num_speakers,
                             min_speakers=min_speakers, max_speakers=max_speakers, progress=progress,
                             display_name=display, cancel=cancel,
-                            relabel=namer.relabel if namer is not None else None))
+                            relabel=namer.relabel if namer is not None else None,
+                            prompt=prompt, translate=translate, start=span.start, end=span.end))
                     finally:
                         if picked is not None:
                             picked.unlink(missing_ok=True)
                     for t in tasks.values():
                         rep.done(t)  # type: ignore[arg-type]
-                    return {f: render(result, f, words=not no_words) for f in plan.formats}
+                    return {f: render(result, f, words=not no_words, cue_limits=limits) for f in plan.formats}
 
                 return process
 

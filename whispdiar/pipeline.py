@@ -38,7 +38,8 @@ from .cancel import Cancelled as _StageCancelled
 from .confidence import speaker_confidence
 from .naming import speaker_records
 from .records import Result, Timings
-from .transcription import Transcriber, Transcript
+from .spans import WHOLE, Span, clip_span, make_span, shift_result, span_to_tempfile
+from .transcription import Transcriber, Transcript, check_beam_size
 from .vad import SileroVad
 
 if TYPE_CHECKING:
@@ -224,6 +225,10 @@ class Pipeline:
         cancel: threading.Event | None = None,
         relabel: Callable | None = None,
         display_name: str | None = None,
+        prompt: str | None = None,
+        translate: bool = False,
+        start: float | None = None,
+        end: float | None = None,
     ) -> Result:
         """Transcribe (and diarize) one recording into a Result.
 
@@ -231,14 +236,18 @@ class Pipeline:
         "vad", "transcribe" (seconds of speech) or "diarize" (seconds of audio).
         ``cancel``: set it to stop between chunks; raises Cancelled.
         ``relabel`` is passed to the diarizer (voiceprint-driven cluster merging).
+        ``prompt``, ``translate``: see ``Transcriber.transcribe``.
+        ``start``/``end`` (seconds): work on that part only; the result's times stay in
+        the file's time (an ``end`` past the file's end means its end).
         """
+        span = make_span(start, end)  # bad spans fail before any work
         with self._runs:
             if self._closing.is_set():
                 raise Cancelled("pipeline closed")
             self._active += 1
         try:
             return self._run(path, language, diarize, num_speakers, min_speakers, max_speakers, progress, cancel,
-                             relabel, display_name)
+                             relabel, display_name, prompt=prompt, translate=translate, span=span)
         finally:
             with self._runs:
                 self._active -= 1
@@ -247,14 +256,21 @@ class Pipeline:
     def _run(self, path: str | os.PathLike[str], language: str | None, diarize: bool | None,
              num_speakers: int | None, min_speakers: int | None, max_speakers: int | None,
              progress: ProgressFn | None, cancel: threading.Event | None, relabel: Callable | None,
-             display_name: str | None) -> Result:
+             display_name: str | None, *, prompt: str | None = None, translate: bool = False,
+             span: Span = WHOLE) -> Result:
         t_start = time.perf_counter()
         src = Path(path)
         self.transcriber.check_language(language)  # bad options fail before any work
+        self.transcriber.check_task(translate)
         tmp = audio.decode_with_ffmpeg(src) if audio.needs_ffmpeg(src) else None
+        part = None  # the span's own file
         try:
             work = tmp or src
-            duration = audio.info(work).duration
+            duration = file_duration = audio.info(work).duration
+            if not span.whole:
+                span = clip_span(span, file_duration, display_name or str(path))
+                part = work = span_to_tempfile(work, span, AnyEvent(threading.Event(), cancel, self._closing))
+                duration = audio.info(work).duration
             do_diar = self.diarize if diarize is None else (diarize and self.diarize)
             if diarize and not self.diarize:
                 raise ValueError("this pipeline was built without diarization models")
@@ -276,7 +292,8 @@ class Pipeline:
                     worker.join()
             t_asr = time.perf_counter()
             try:
-                transcript = self._transcribe(work, duration, language, progress, either, worker)
+                transcript = self._transcribe(work, duration, language, progress, either, worker,
+                                              prompt=prompt, translate=translate)
             except BaseException:
                 stop.set()  # tell the diarizer to stop too, then surface the first cause
                 if worker is not None:
@@ -293,15 +310,19 @@ class Pipeline:
         except _StageCancelled as e:
             raise Cancelled(str(e) or "cancelled") from None
         finally:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
+            for t in (tmp, part):
+                if t is not None:
+                    t.unlink(missing_ok=True)
         result = self._assemble(display_name or str(path), transcript, outcome.result if do_diar else None)
+        shift_result(result, span.start)  # back to the file's time
+        result.duration = file_duration
         result.timings = Timings(round(asr_seconds, 3), outcome.seconds if do_diar else None,
                                  round(time.perf_counter() - t_start, 3))
         return result
 
     def _transcribe(self, work: Path, duration: float, language: str | None, progress: ProgressFn | None,
-                    either: AnyEvent, worker: threading.Thread | None) -> Transcript:
+                    either: AnyEvent, worker: threading.Thread | None, *, prompt: str | None = None,
+                    translate: bool = False) -> Transcript:
         if progress:
             progress("vad", 0.0, duration)
         regions, probs = self.transcriber.speech_regions(work, duration, cancel=either)
@@ -316,7 +337,8 @@ class Pipeline:
             return self.asr_threads
 
         return self.transcriber.transcribe(work, language=language, progress=progress, cancel=either,
-                                           threads=threads, regions=regions, probs=probs)
+                                           threads=threads, regions=regions, probs=probs, prompt=prompt,
+                                           translate=translate)
 
     def _diarize_worker(self, work: Path, outcome: _DiarOutcome, cancel: AnyEvent, progress: ProgressFn | None,
                         num_speakers: int | None, min_speakers: int | None, max_speakers: int | None,
@@ -335,11 +357,12 @@ class Pipeline:
             outcome.seconds = round(time.perf_counter() - t0, 3)
 
     def _assemble(self, name: str, transcript: Transcript, diar) -> Result:  # noqa: ANN001
+        text_language = "en" if transcript.translated else transcript.language  # how words are joined
         if diar is None:
-            segments = align(transcript.segments, [], language=transcript.language)
+            segments = align(transcript.segments, [], language=text_language)
             return Result(name, transcript.duration, transcript.language, segments, [], [], dict(self.models))
         segments = align(transcript.segments, diar.exclusive, self.align_config, overlapped=diar.turns,
-                         language=transcript.language)
+                         language=text_language)
         named = dict(self.namer(diar)) if self.namer is not None else {}
         # how likely each anonymous speaker is a distinct real voice (whispdiar.confidence)
         conf: dict[str, float | None] = dict(speaker_confidence(diar.centroids, diar.turns))
@@ -366,11 +389,22 @@ def transcribe(
     threads: int | None = None,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    prompt: str | None = None,
+    translate: bool = False,
+    beam_size: int = 1,
+    start: float | None = None,
+    end: float | None = None,
 ) -> Result:
     """Transcribe one file with speakers: loads the models, runs, frees them.
 
+    ``prompt``: names, jargon, spelling for whisper (given to every chunk); ``translate``:
+    English text from any language (multilingual models); ``beam_size``: 1 greedy, 2-8 beam
+    search; ``start``/``end``: seconds of the file to work on (times stay the file's).
     For many files build one ``Pipeline`` and call ``run`` per file instead.
     """
-    with Pipeline.from_names(whisper=model, diarize=diarize, threads=threads) as p:
+    check_beam_size(beam_size)  # before loading anything
+    make_span(start, end)
+    with Pipeline.from_names(whisper=model, diarize=diarize, threads=threads, beam_size=beam_size) as p:
         return p.run(path, language=language, num_speakers=num_speakers, min_speakers=min_speakers,
-                     max_speakers=max_speakers, progress=progress, cancel=cancel)
+                     max_speakers=max_speakers, progress=progress, cancel=cancel, prompt=prompt,
+                     translate=translate, start=start, end=end)

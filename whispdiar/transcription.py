@@ -58,6 +58,7 @@ MERGE_GAP = 0.6  # regions closer than this are kept together with their real pa
 FILL_MIN = 2.0  # fill a chunk with part of the next region when at least this much room is left
 SPLIT_GAP = 2.0  # s: a whisper segment whose words jump further than this in the recording is cut
 CLOSE_WAIT = 2.0  # s close() waits for running decodes to stop (they abort within one decoder step)
+MAX_BEAM = 8  # whisper.cpp's WHISPER_MAX_DECODERS: whisper_full refuses wider beams
 
 
 class Cancelled(BaseCancelled):
@@ -536,6 +537,7 @@ class Transcript:
     speech: list[SpeechRegion] = field(default_factory=list)
     model: str = ""
     lag: float = 0.0  # seconds the DTW word times were shifted back (refine_word_times)
+    translated: bool = False  # the text is English (``translate``); ``language`` is the spoken one
 
 
 class Transcriber:
@@ -553,11 +555,14 @@ class Transcriber:
     ):
         """``timing``: "dtw" (default: alignment-head DTW word times), "tokens" (whisper's own
         token timestamps, less accurate), or "none" (no word times: segment level only).
+        ``beam_size``: 0 or 1 decode greedily (the default), 2-8 with beam search of that
+        width (slower; docs/benchmarks.md "2026-12-01: beam search").
         ``refine``: correct the DTW lag and snap word times onto VAD speech (needs ``vad``).
         ``lanes``: at most this many chunks decoded at once, each by its own whisper.cpp
         context (a second copy of the model, loaded when first needed), see ``transcribe``."""
         if timing not in ("dtw", "tokens", "none"):
             raise ValueError(f"timing must be dtw, tokens or none, not {timing!r}")
+        check_beam_size(beam_size)
         import _pywhispercpp as pw
 
         self._pw = pw
@@ -673,6 +678,11 @@ class Transcriber:
             raise UsageError(f"model {self.name} is English-only; cannot transcribe language {code!r}")
         return code
 
+    def check_task(self, translate: bool) -> None:
+        """``translate`` needs a multilingual model: an English-only one cannot translate."""
+        if translate and not self.multilingual:
+            raise UsageError(_cannot_translate(self.name))
+
     def speech_regions(self, path: str | os.PathLike[str], duration: float,
                        cancel: threading.Event | None = None) -> tuple[list[SpeechRegion], np.ndarray]:
         """Speech regions (VAD) and the frame probabilities used to cut long ones."""
@@ -691,10 +701,21 @@ class Transcriber:
         threads: Callable[[], int] | None = None,
         regions: Sequence[SpeechRegion] | None = None,
         probs: np.ndarray | None = None,
+        prompt: str | None = None,
+        translate: bool = False,
     ) -> Transcript:
         """Transcribe a file chunk by chunk. ``threads`` is asked before each chunk (the
-        pipeline hands whisper the diarizer's core once diarization is done)."""
+        pipeline hands whisper the diarizer's core once diarization is done).
+
+        ``prompt``: text whisper reads as if it came before every chunk (names, jargon,
+        spelling, style). Each chunk is decoded without the previous one's text
+        (``no_context``), so the prompt goes to every chunk, not only the first.
+        ``translate``: English text whatever the spoken language (multilingual models
+        only); ``Transcript.language`` stays the spoken language.
+        """
         lang = self.check_language(language)
+        self.check_task(translate)
+        prompt = clean_prompt(prompt)
         duration = info(path).duration
         if regions is None:
             regions, probs = self.speech_regions(path, duration)
@@ -723,7 +744,7 @@ class Transcriber:
                         # the only chunk left (short files, the end of long ones) gets every thread
                         alone = not running and not planner.pending
                         n_threads = allowed if alone else max(1, allowed // lanes)
-                        fut = pool.submit(self._run, signal, lang, n_threads, stopped)
+                        fut = pool.submit(self._run, signal, lang, n_threads, stopped, prompt, translate)
                         running[fut] = chunk
                     if not running:
                         break
@@ -755,7 +776,7 @@ class Transcriber:
         lag = 0.0
         if self.refine and self.timing == "dtw" and self.vad is not None and probs is not None:
             lag = refine_word_times(segments, probs)
-        return Transcript(segments, lang, duration, list(regions), self.name, lag)
+        return Transcript(segments, lang, duration, list(regions), self.name, lag, translate)
 
     # -- internals -----------------------------------------------------------------
 
@@ -769,7 +790,7 @@ class Transcriber:
             out[i:i + len(x)] = x
         return out
 
-    def _params(self, language: str | None, n_threads: int):
+    def _params(self, language: str | None, n_threads: int, prompt: str | None = None, translate: bool = False):
         pw = self._pw
         strategy = pw.WHISPER_SAMPLING_BEAM_SEARCH if self.beam_size > 1 else pw.WHISPER_SAMPLING_GREEDY
         p = pw.whisper_full_default_params(strategy)
@@ -785,25 +806,34 @@ class Transcriber:
         p.token_timestamps = self.timing == "tokens"
         p.suppress_nst = True  # no "[MUSIC]"-style non-speech tokens in a transcript
         p.language = language if language is not None else "auto"
+        p.translate = translate
+        if prompt is not None:
+            # whisper.cpp tokenizes it and puts it before the chunk as previous text (it
+            # keeps the last n_text_ctx/2 = 224 tokens); no_context only drops the text of
+            # earlier calls, so every chunk gets the prompt.
+            p.initial_prompt = prompt
         return p
 
     def _run(
-        self, signal: np.ndarray, language: str | None, n_threads: int, stopped: Callable[[], bool]
+        self, signal: np.ndarray, language: str | None, n_threads: int, stopped: Callable[[], bool],
+        prompt: str | None = None, translate: bool = False,
     ) -> tuple[list[RawSegment], str | None]:
         """Decode one chunk on an idle context (called in a worker thread)."""
         pw = self._pw
         ctx = self._acquire()
         try:
-            params = self._params(language, n_threads)
+            params = self._params(language, n_threads, prompt, translate)
             # Asked before each encoder pass (False stops it) and after the encoder and
             # every decoder step (True aborts): a cancelled chunk stops within one step
             # (~10-50 ms) instead of running to its end (seconds). Each call takes the GIL
             # once: ~130 calls for 30 s of speech (counted with tiny.en and base).
             pw.assign_encoder_begin_callback(params, lambda *_: not stopped())
             pw.assign_abort_callback(params, stopped)
-            pw.whisper_full(ctx, params, signal, len(signal))
+            status = pw.whisper_full(ctx, params, signal, len(signal))
             if stopped():
                 raise Cancelled()
+            if status != 0:
+                raise ModelError(f"{self.path}: whisper.cpp failed to decode a chunk (whisper_full returned {status})")
             detected = None
             if language is None:
                 lid = pw.whisper_full_lang_id(ctx)
@@ -853,6 +883,31 @@ class Transcriber:
         if toks:
             close(None)
         return out
+
+
+def _cannot_translate(model: str) -> str:
+    return f"model {model} is English-only and cannot translate; use a multilingual model such as base"
+
+
+def check_translate(model_path: str | os.PathLike[str]) -> None:
+    """Refuse ``translate`` with an English-only model file (reads only its header)."""
+    header = read_header(model_path)
+    if not header.multilingual:
+        raise UsageError(_cannot_translate(header.name))
+
+
+def check_beam_size(beam_size: int) -> None:
+    """0 and 1 mean greedy decoding; wider beams up to whisper.cpp's limit of 8 decoders."""
+    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or not 0 <= beam_size <= MAX_BEAM:
+        raise UsageError(f"beam size must be a whole number from 1 to {MAX_BEAM} (1 = greedy), not {beam_size!r}")
+
+
+def clean_prompt(prompt: str | None) -> str | None:
+    """The prompt as whisper gets it: whitespace runs as one space; empty means none."""
+    if prompt is None:
+        return None
+    text = " ".join(prompt.split())
+    return text or None
 
 
 def chunk_segments(raw: list[RawSegment], chunk: Chunk, end_of_chunk: float, timing: str) -> list[Segment]:

@@ -280,12 +280,19 @@ class RttmWriter(Writer):
 
 @dataclass(frozen=True, slots=True)
 class CueLimits:
-    """Readability limits (common broadcast guidance: ~42 chars/line, 2 lines, <= 7 s)."""
+    """Readability limits (common broadcast guidance: ~42 chars/line, 2 lines, <= 7 s;
+    docs/output-formats.md). ``max_line``/``max_lines`` are ``--max-line-width`` /
+    ``--max-line-count``."""
 
     max_line: int = 42
     max_lines: int = 2
     max_seconds: float = 6.0
     min_seconds: float = 0.5
+
+    def __post_init__(self) -> None:
+        for value, what in ((self.max_line, "line width"), (self.max_lines, "line count")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"subtitle {what} must be a whole number of at least 1, not {value!r}")
 
 
 @dataclass(slots=True)
@@ -355,15 +362,14 @@ def make_cues(result: Result, limits: CueLimits = CueLimits(), prefix_names: boo
     budget = limits.max_line * limits.max_lines
     for seg in result.segments:
         name = result.speaker_name(seg.speaker)
-        extra = len(name) + 2 if (prefix_names and name) else 0
+        prefix = f"{_one_line(name)}: " if (prefix_names and name) else ""  # shown as SrtWriter shows it
         cur: list[Word] = []
         for w in _cue_words(seg):
             if cur:
                 text = " ".join(x.text for x in [*cur, w])
-                shown = "x" * extra + " " + text if extra else text  # the name prefix takes room too
-                too_long = len(_wrap(shown, limits.max_line)) > limits.max_lines
+                too_long = len(_wrap(prefix + text, limits.max_line)) > limits.max_lines
                 too_slow = (w.end or 0) - (cur[0].start or 0) > limits.max_seconds
-                if too_long or too_slow or len(text) + extra > budget:
+                if too_long or too_slow or len(prefix + text) > budget:
                     cues.append(Cue(cur[0].start or seg.start, cur[-1].end or seg.end, name,
                                     " ".join(x.text for x in cur)))
                     cur = []
@@ -437,15 +443,20 @@ EXTENSIONS = {name: w.extension for name, w in WRITERS.items()}  # json-compact 
 WORD_FORMATS = ("json", "json-compact")  # the formats --no-words changes
 
 
-def get_writer(fmt: str, words: bool = True) -> Writer:
-    """The writer for ``fmt``; ``words=False`` leaves the words out of the JSON formats."""
+def get_writer(fmt: str, words: bool = True, cue_limits: CueLimits | None = None) -> Writer:
+    """The writer for ``fmt``; ``words=False`` leaves the words out of the JSON formats,
+    ``cue_limits`` shape srt/vtt cues (other formats ignore them)."""
     try:
         cls = WRITERS[fmt.lower()]
     except KeyError:
         raise UsageError(f"unknown output format {fmt!r} (choose from {', '.join(FORMATS)})") from None
-    return cls(words=words) if cls.name in WORD_FORMATS else cls()  # type: ignore[call-arg]
+    if cls.name in WORD_FORMATS:
+        return cls(words=words)  # type: ignore[call-arg]
+    if cue_limits is not None and issubclass(cls, SrtWriter | VttWriter):
+        return cls(cue_limits)
+    return cls()
 
 
-def render(result: Result, fmt: str, words: bool = True) -> str:
+def render(result: Result, fmt: str, words: bool = True, cue_limits: CueLimits | None = None) -> str:
     """The result in format ``fmt`` (txt, json, json-compact, srt, vtt, rttm, tsv)."""
-    return get_writer(fmt, words).render(result)
+    return get_writer(fmt, words, cue_limits).render(result)
