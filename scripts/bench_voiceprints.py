@@ -244,7 +244,9 @@ def main() -> None:
     ap.add_argument("--enroll-seconds", type=float, default=12.0)
     ap.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     ap.add_argument("--merge-threshold", type=float, default=DEFAULT_MERGE_THRESHOLD)
-    ap.add_argument("--tight-threshold", type=float, default=0.9, help="clustering threshold of the 'tight' rows")
+    ap.add_argument("--tight-threshold", type=float, default=0.9,
+                    help="the 'tight' rows' clustering cut: merge_cosine of the spectral clustering "
+                         "(default 0.45), or the threshold of clustering='ahc'")
     ap.add_argument("--ami", type=Path, default=None,
                     help="folder with AMI clips + train.rttm: extra cross-recording trials with more voices")
     ap.add_argument("--threads", type=int, default=2)
@@ -340,13 +342,15 @@ def main() -> None:
             # "split": clustering told one speaker too many (e.g. a wrong --num-speakers or
             # --min-speakers hint), so one person is split in two: what the merge rule is for.
             hint = len(m.speakers) + 1 if variant.startswith("split") else None
-            saved = diarizer.config.threshold
+            cfg = diarizer.config
+            knob = "threshold" if cfg.clustering == "ahc" else "merge_cosine"
+            saved = getattr(cfg, knob)
             if variant.startswith("tight"):  # a stricter clustering cut than the shipped default
-                diarizer.config.threshold = args.tight_threshold
+                setattr(cfg, knob, args.tight_threshold)
             try:
                 base, train = diarizer.cluster(analysis, num_speakers=hint)
             finally:
-                diarizer.config.threshold = saved
+                setattr(cfg, knob, saved)
             for sub in subsets:
                 prints = {k: v for k, v in all_prints.items() if k in sub}
                 clustering = base
@@ -403,7 +407,9 @@ def main() -> None:
         "model_id": model_id,
         "threshold": args.threshold,
         "merge_threshold": args.merge_threshold,
-        "cluster_threshold": diarizer.config.threshold,
+        "cluster_threshold": (diarizer.config.threshold if diarizer.config.clustering == "ahc"
+                              else diarizer.config.merge_cosine),
+        "clustering": diarizer.config.clustering,
         "tight_threshold": args.tight_threshold,
         "enroll": enroll_rows,
         "enroll_seconds_total": enroll_time,
@@ -451,7 +457,8 @@ def markdown(o: dict, per_meeting: list) -> str:
     for k, v in o["variants"].items():
         clus = k.split("+")[0]
         merge = {"merge": "merge only", "steer": "split + merge"}.get(k.split("+")[1], "") if "+" in k else "no"
-        clus = {"default": f"default ({o['cluster_threshold']})", "tight": f"threshold {o['tight_threshold']}",
+        knob = "threshold" if o.get("clustering") == "ahc" else "merge"
+        clus = {"default": f"default ({knob} {o['cluster_threshold']})", "tight": f"{knob} {o['tight_threshold']}",
                 "split": "over-split (told 1 speaker too many)"}[clus]
         lines.append(
             f"| {clus} | {merge} | {100 * v['accuracy']:.1f} % of {v['enrolled_time'] / 60:.1f} min "
