@@ -29,6 +29,8 @@ class AnyEvent:
         self._own.set()
 
 
-def check(cancel: EventLike | None, what: str = "cancelled") -> None:
+def check(cancel: EventLike | None, what: str = "cancelled",
+          error: type[Cancelled] = Cancelled) -> None:
+    """Raise ``error`` (a Cancelled) when ``cancel`` is set."""
     if cancel is not None and cancel.is_set():
-        raise Cancelled(what)
+        raise error(what)

@@ -30,7 +30,7 @@ from typing import TypeVar
 import numpy as np
 
 from . import audio
-from .cancel import AnyEvent
+from .cancel import AnyEvent, EventLike, check
 from .cancel import Cancelled as BaseCancelled
 from .clustering import (
     DEFAULT_MIN_CLUSTER_SIZE,
@@ -516,9 +516,8 @@ def speaker_count(count_mean: np.ndarray, threshold: float | None = None) -> np.
     return np.maximum(0, np.floor(count_mean + 1.0 - threshold)).astype(np.int64)
 
 
-def _check(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("diarization cancelled")
+def _check(cancel: EventLike | None) -> None:
+    check(cancel, "diarization cancelled", Cancelled)
 
 
 class _CountingBlocks:
