@@ -251,9 +251,8 @@ class Pipeline:
         t_start = time.perf_counter()
         src = Path(path)
         self.transcriber.check_language(language)  # bad options fail before any work
-        tmp = audio.decode_with_ffmpeg(src) if audio.needs_ffmpeg(src) else None
         try:
-            work = tmp or src
+            work = src  # any format: audio.py decodes it in-process, no temporary copy
             duration = audio.info(work).duration
             do_diar = self.diarize if diarize is None else (diarize and self.diarize)
             if diarize and not self.diarize:
@@ -292,9 +291,6 @@ class Pipeline:
                 raise outcome.error
         except _StageCancelled as e:
             raise Cancelled(str(e) or "cancelled") from None
-        finally:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
         result = self._assemble(display_name or str(path), transcript, outcome.result if do_diar else None)
         result.timings = Timings(round(asr_seconds, 3), outcome.seconds if do_diar else None,
                                  round(time.perf_counter() - t_start, 3))
