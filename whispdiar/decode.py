@@ -33,6 +33,10 @@ MIN_RATE, MAX_RATE = 1000, 768000  # outside this a header is damaged, not exoti
 # shorter read means data is missing. FFmpeg's name for the mp4 family is
 # "mov,mp4,m4a,3gp,3g2,mj2" and for Matroska "matroska,webm".
 _EXACT_FORMATS = ("mov", "matroska", "webm")
+# Raw elementary streams (no index): FFmpeg estimates their length from the bit rate,
+# which is off by percent for variable-rate data (AMR-NB: 20.3 s for 19.7 s), so their
+# packets are read through, without decoding, to measure it.
+_ESTIMATED_FORMATS = {"amr", "aac", "ac3", "eac3", "dts", "gsm", "g729", "g723_1", "loas", "truehd", "mlp"}
 TRUNCATION_SLACK = 0.5  # s: encoder priming/padding differs from the header by < 0.1 s
 # Decoding starts this far before a seek target: AAC/Opus frames overlap their neighbours
 # and the first frame after a seek is not yet the signal (Opus wants 80 ms of pre-roll).
@@ -54,6 +58,8 @@ class AvInfo:
     exact: bool  # the duration is from an index (a shorter read is truncation)
     format: str  # FFmpeg's container name
     codec: str
+    origin: int  # time stamp (stream time base) of the first decoded sample: time 0 of the audio
+    first_samples: int  # length of the first decoded frame (see _place)
 
 
 # Container magic numbers FFmpeg reads and libsndfile does not: when FFmpeg then fails to
@@ -111,9 +117,11 @@ _cache: dict[tuple[str, int, int], AvInfo] = {}  # (path, mtime_ns, size) -> inf
 def probe(path: Path) -> AvInfo:
     """Rate, channels, duration of the first audio stream (raises Unrecognised / AudioError).
 
-    The duration is the container's (its index, or FFmpeg's estimate for MP3/ADTS). When
-    the container does not know it (a WebM written live by a browser), the packets are
-    read through without decoding and their last end time is the duration; the result is
+    The duration is the container's when it has one from an index or header (MP4,
+    Matroska, Ogg, WAV, ASF). When it does not know it (a WebM written live by a browser)
+    or only estimates it from the bit rate (ADTS AAC, AMR; MP3 is left to FFmpeg,
+    which reads the Xing/LAME header that encoders write), the packets are read
+    through without decoding and the end of the last one is the duration. The result is
     cached per (path, mtime, size) because every stage of a run asks for it.
     """
     st = os.stat(path)
@@ -135,10 +143,12 @@ def probe(path: Path) -> AvInfo:
             duration = float(s.duration * tb) - float(((s.start_time or 0) * tb) if _skips_start(c) else 0)
         elif c.duration is not None:
             duration = c.duration / av.time_base
-        if duration is None or duration <= 0:
-            duration = _count_duration(c, s, path)
+        origin, first_samples = _first_frame(c, s, path)
+        if duration is None or duration <= 0 or c.format.name in _ESTIMATED_FORMATS:
+            duration = _count_duration(c, s, origin, path)
         info = AvInfo(duration, rate, channels, any(n in c.format.name for n in _EXACT_FORMATS) and
-                      (s.duration is not None or c.duration is not None), c.format.name, cc.name)
+                      (s.duration is not None or c.duration is not None), c.format.name, cc.name, origin,
+                      first_samples)
     with _cache_lock:
         if len(_cache) > 64:
             _cache.clear()
@@ -151,8 +161,23 @@ def _skips_start(c: av.container.InputContainer) -> bool:
     return c.format.name == "ogg"
 
 
-def _count_duration(c: av.container.InputContainer, s: av.audio.stream.AudioStream, path: Path) -> float:
-    origin = s.start_time or 0
+def _first_frame(c: av.container.InputContainer, s: av.audio.stream.AudioStream, path: Path) -> tuple[int, int]:
+    """(time stamp, length) of the first decoded frame, whose first sample is sample 0.
+
+    The time stamp is usually the stream's start time, but not always: the WMA decoder
+    drops its first block (first frame at 86 ms), and seeks must count from the same
+    point as a full read does.
+    """
+    try:
+        for frame in c.decode(s):
+            return (frame.pts if frame.pts is not None else (s.start_time or 0)), frame.samples
+    except av.error.FFmpegError as e:
+        raise CorruptAudio(f"{path}: corrupt audio data at the start ({_message(e)})") from None
+    raise NoAudio(f"{path}: contains no audio samples")
+
+
+def _count_duration(c: av.container.InputContainer, s: av.audio.stream.AudioStream, origin: int,
+                    path: Path) -> float:
     end = None
     try:
         for pkt in c.demux(s):
@@ -177,7 +202,7 @@ def check_complete(path: Path, info: AvInfo) -> None:
     with contextlib.closing(_open(path)) as c:
         s = _audio_stream(c, path)
         tb = s.time_base
-        origin = s.start_time or 0
+        origin = info.origin
         last = None
         try:
             c.seek(origin + int((info.duration - 1.0) / tb), stream=s, backward=True)
@@ -224,8 +249,8 @@ def read(path: Path, info: AvInfo, channel: int | None, start: float, end: float
     """Float32 mono samples at ``info.sample_rate`` covering [start, end), in decoded pieces.
 
     Positions are counted in samples from the first frame decoded, which is sample 0 of
-    a read from the beginning; after a (keyframe-backward) seek the first frame's time
-    stamp places it. A seek that lands after its target or on a frame without a time
+    a read from the beginning; after a (keyframe-backward) seek, a frame's time stamp
+    places it (see ``_place``). A seek that lands after its target or on a frame without a time
     stamp (a file without a usable index) falls back to decoding from the beginning.
     """
     rate = info.sample_rate
@@ -247,16 +272,24 @@ def _decode(path: Path, info: AvInfo, channel: int | None, first: int, last: int
     with contextlib.closing(_open(path)) as c:
         s = _audio_stream(c, path)
         tb: Fraction = s.time_base
-        origin = s.start_time or 0
+        origin = info.origin
         placed = seek_to is None
         try:
             if seek_to is not None:
                 c.seek(origin + int(seek_to / tb), stream=s, backward=True)
+            dropped = False
             for frame in c.decode(s):
+                if not placed and not dropped:
+                    # The first frame after a seek may have lost samples at its start that
+                    # its time stamp does not account for (Opus applies its pre-skip again
+                    # after a Matroska seek: 1 ms off). It is inside the pre-roll: skip it,
+                    # and place the stream by the next one.
+                    dropped = True
+                    continue
                 if not placed:
                     if frame.pts is None:
                         raise _Overshot
-                    pos = int(round(float((frame.pts - origin) * tb) * rate))
+                    pos = _place(float((frame.pts - origin) * tb) * rate, frame.samples, info, float(tb) * rate)
                     if pos > first:
                         raise _Overshot
                     placed = True
@@ -279,6 +312,22 @@ def _decode(path: Path, info: AvInfo, channel: int | None, first: int, last: int
             raise CorruptAudio(f"{path}: corrupt or truncated audio data at {pos / rate:.1f} s "
                                f"({_message(e)})") from None
     _check_end(path, info, pos / rate, None if last is None else last / rate)
+
+
+def _place(raw: float, n: int, info: AvInfo, tick: float) -> int:
+    """The sample index of a frame found by seeking, from its time stamp.
+
+    Matroska/WebM and ASF stamp packets in whole milliseconds (48 samples at 48 kHz),
+    so the stamp alone misplaces a span by up to a millisecond. Codecs cut the signal
+    into frames of one size after the first (AAC 1024, Opus 960, WMA 2048, MP3 1152), so
+    the true index is on the grid first_samples + k * n: snap to it when it is within
+    one tick of the stamp; a stream of varying frame sizes keeps the stamp's precision.
+    """
+    if tick <= 1.0 or raw < info.first_samples / 2:
+        return max(0, int(round(raw)))
+    k = round((raw - info.first_samples) / n)
+    snapped = info.first_samples + k * n
+    return snapped if abs(snapped - raw) <= tick + 0.5 else max(0, int(round(raw)))
 
 
 def _check_end(path: Path, info: AvInfo, reached: float, end: float | None) -> None:
