@@ -135,8 +135,9 @@ def models_verify(
 
 # --- shared options ----------------------------------------------------------------------
 
-Inputs = Annotated[list[str], typer.Argument(help="Audio files (WAV, FLAC, OGG, MP3; others via ffmpeg); - for stdin.",
-                                             show_default=False, metavar="AUDIO...")]
+INPUTS_HELP = ("Audio or video files in any format FFmpeg reads (WAV, FLAC, MP3, M4A, MP4, WebM, Opus, AMR, ...; "
+               "decoded in-process, no ffmpeg needed); - for stdin.")
+Inputs = Annotated[list[str], typer.Argument(help=INPUTS_HELP, show_default=False, metavar="AUDIO...")]
 OutputDir = Annotated[Path | None, typer.Option("--output-dir", "-d", help="Write <stem>.<ext> files here.")]
 OutputFile = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (one input, one format).")]
 NumSpeakers = Annotated[int | None, typer.Option("--num-speakers", "-n", min=1, help="Exact number of speakers.")]
