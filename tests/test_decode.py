@@ -342,6 +342,21 @@ def test_same_speakers_and_words_as_the_wav(kind: Kind, pipeline, reference, enc
     assert err <= kind.max_wer, f"WER {err:.2f}: {' '.join(words(r))}"
 
 
+@pytest.mark.slow
+def test_channel_picks_one_voice_of_a_stereo_call(pipeline, data_dir: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    """A call recorded one side per channel: ``channel`` transcribes that side only."""
+    jfk = sf.read(data_dir / "jfk.wav", dtype="float32")[0]
+    other = sf.read(data_dir / "ls-2033-164914-0003.flac", dtype="float32")[0]
+    both = np.zeros((len(jfk), 2), np.float32)
+    both[:, 0] = jfk
+    both[: len(other), 1] = other
+    p = encode(tmp_path / "call.m4a", both, SR, "aac", rate=48000)
+    left = " ".join(s.text for s in pipeline.run(p, diarize=False, channel=0).segments).lower()
+    right = " ".join(s.text for s in pipeline.run(p, diarize=False, channel=1).segments).lower()
+    assert "country" in left and "country" not in right
+    assert "reciter" in right and "reciter" not in left
+
+
 # --------------------------------------------------------------------------- CLI
 @pytest.fixture(scope="module")
 def jfk_m4a(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:

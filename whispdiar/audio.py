@@ -466,21 +466,3 @@ def stdin_to_tempfile() -> Path:
 
 def num_samples(duration: float) -> int:
     return int(math.ceil(duration * SAMPLE_RATE))
-
-
-def channel_to_tempfile(path: str | os.PathLike[str], channel: int) -> Path:
-    """One channel of a file as a temporary 16 kHz mono float WAV, streamed block by block.
-
-    Lets every engine read the picked channel through its ordinary file path; the caller
-    deletes the file.
-    """
-    fd, tmp = tempfile.mkstemp(suffix=".wav", prefix="whispdiar-channel-")
-    os.close(fd)
-    try:
-        with sf.SoundFile(tmp, "w", samplerate=SAMPLE_RATE, channels=1, subtype="FLOAT", format="WAV") as out:
-            for block in stream(path, channel=channel):
-                out.write(block)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)

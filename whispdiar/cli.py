@@ -351,9 +351,8 @@ def transcribe(
 
       whispdiar transcribe *.wav -f srt -f vtt -f json --output-dir out/
 
-      cat call.wav | whispdiar transcribe - -f txt
+      cat call.m4a | whispdiar transcribe - -f txt
     """
-    from . import audio
     from .pipeline import Pipeline
     from .writers import FORMATS, render
 
@@ -386,16 +385,11 @@ def transcribe(
                             tasks[stage] = rep.task(f"{stage} {Path(display).name}")
                         rep.update(tasks[stage], done, total)  # type: ignore[arg-type]
 
-                    picked = audio.channel_to_tempfile(source, channel) if channel is not None else None
-                    try:
-                        result = _interruptible(lambda cancel: pipeline.run(
-                            picked or source, language=lang, num_speakers=num_speakers,
-                            min_speakers=min_speakers, max_speakers=max_speakers, progress=progress,
-                            display_name=display, cancel=cancel,
-                            relabel=namer.relabel if namer is not None else None))
-                    finally:
-                        if picked is not None:
-                            picked.unlink(missing_ok=True)
+                    result = _interruptible(lambda cancel: pipeline.run(
+                        source, language=lang, num_speakers=num_speakers,
+                        min_speakers=min_speakers, max_speakers=max_speakers, progress=progress,
+                        display_name=display, cancel=cancel, channel=channel,
+                        relabel=namer.relabel if namer is not None else None))
                     for t in tasks.values():
                         rep.done(t)  # type: ignore[arg-type]
                     return {f: render(result, f) for f in plan.formats}

@@ -224,8 +224,12 @@ class Pipeline:
         cancel: threading.Event | None = None,
         relabel: Callable | None = None,
         display_name: str | None = None,
+        channel: int | None = None,
     ) -> Result:
         """Transcribe (and diarize) one recording into a Result.
+
+        ``channel`` uses one channel (0-based) of a multichannel file instead of the mix,
+        for both whisper and the diarizer (read from the file itself: no decoded copy).
 
         ``progress(stage, done, total)`` is called from both threads with stage
         "vad", "transcribe" (seconds of speech) or "diarize" (seconds of audio).
@@ -238,7 +242,7 @@ class Pipeline:
             self._active += 1
         try:
             return self._run(path, language, diarize, num_speakers, min_speakers, max_speakers, progress, cancel,
-                             relabel, display_name)
+                             relabel, display_name, channel)
         finally:
             with self._runs:
                 self._active -= 1
@@ -247,7 +251,7 @@ class Pipeline:
     def _run(self, path: str | os.PathLike[str], language: str | None, diarize: bool | None,
              num_speakers: int | None, min_speakers: int | None, max_speakers: int | None,
              progress: ProgressFn | None, cancel: threading.Event | None, relabel: Callable | None,
-             display_name: str | None) -> Result:
+             display_name: str | None, channel: int | None = None) -> Result:
         t_start = time.perf_counter()
         src = Path(path)
         self.transcriber.check_language(language)  # bad options fail before any work
@@ -264,7 +268,7 @@ class Pipeline:
             if do_diar:
                 worker = threading.Thread(
                     target=self._diarize_worker,
-                    args=(work, outcome, either, progress, num_speakers, min_speakers, max_speakers, relabel),
+                    args=(work, outcome, either, progress, num_speakers, min_speakers, max_speakers, relabel, channel),
                     name="whispdiar-diarize", daemon=True,
                 )
                 worker.start()
@@ -275,7 +279,7 @@ class Pipeline:
                     worker.join()
             t_asr = time.perf_counter()
             try:
-                transcript = self._transcribe(work, duration, language, progress, either, worker)
+                transcript = self._transcribe(work, duration, language, progress, either, worker, channel)
             except BaseException:
                 stop.set()  # tell the diarizer to stop too, then surface the first cause
                 if worker is not None:
@@ -297,10 +301,10 @@ class Pipeline:
         return result
 
     def _transcribe(self, work: Path, duration: float, language: str | None, progress: ProgressFn | None,
-                    either: AnyEvent, worker: threading.Thread | None) -> Transcript:
+                    either: AnyEvent, worker: threading.Thread | None, channel: int | None = None) -> Transcript:
         if progress:
             progress("vad", 0.0, duration)
-        regions, probs = self.transcriber.speech_regions(work, duration, cancel=either)
+        regions, probs = self.transcriber.speech_regions(work, duration, cancel=either, channel=channel)
         if progress:
             progress("vad", duration, duration)
 
@@ -312,17 +316,17 @@ class Pipeline:
             return self.asr_threads
 
         return self.transcriber.transcribe(work, language=language, progress=progress, cancel=either,
-                                           threads=threads, regions=regions, probs=probs)
+                                           threads=threads, regions=regions, probs=probs, channel=channel)
 
     def _diarize_worker(self, work: Path, outcome: _DiarOutcome, cancel: AnyEvent, progress: ProgressFn | None,
                         num_speakers: int | None, min_speakers: int | None, max_speakers: int | None,
-                        relabel: Callable | None) -> None:
+                        relabel: Callable | None, channel: int | None = None) -> None:
         t0 = time.perf_counter()
         try:
             outcome.result = self.diarizer(
                 work, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
                 progress=(lambda d, t: progress("diarize", d, t)) if progress else None,
-                cancel=cancel, relabel=relabel,
+                cancel=cancel, relabel=relabel, channel=channel,
             )
         except BaseException as e:  # handed to the caller's thread
             outcome.error = e
@@ -362,6 +366,7 @@ def transcribe(
     threads: int | None = None,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    channel: int | None = None,
 ) -> Result:
     """Transcribe one file with speakers: loads the models, runs, frees them.
 
@@ -369,4 +374,4 @@ def transcribe(
     """
     with Pipeline.from_names(whisper=model, diarize=diarize, threads=threads) as p:
         return p.run(path, language=language, num_speakers=num_speakers, min_speakers=min_speakers,
-                     max_speakers=max_speakers, progress=progress, cancel=cancel)
+                     max_speakers=max_speakers, progress=progress, cancel=cancel, channel=channel)
