@@ -46,6 +46,11 @@ PREROLL = 0.5
 _NOT_MEDIA = ("tty", "image2", "image2pipe")
 
 
+# What PyAV raises for damaged data: FFmpeg's errors, and (rarely) Python's own from
+# implausible frame parameters. Either way the file is damaged, not whispdiar.
+_DAMAGE = (av.error.FFmpegError, ValueError, ArithmeticError, IndexError)
+
+
 class Unrecognised(Exception):  # noqa: N818 - internal signal, never reaches a user
     """FFmpeg does not know this data; the caller tries libsndfile, then says "not audio"."""
 
@@ -171,7 +176,7 @@ def _first_frame(c: av.container.InputContainer, s: av.audio.stream.AudioStream,
     try:
         for frame in c.decode(s):
             return (frame.pts if frame.pts is not None else (s.start_time or 0)), frame.samples
-    except av.error.FFmpegError as e:
+    except _DAMAGE as e:
         raise CorruptAudio(f"{path}: corrupt audio data at the start ({_message(e)})") from None
     raise NoAudio(f"{path}: contains no audio samples")
 
@@ -184,7 +189,7 @@ def _count_duration(c: av.container.InputContainer, s: av.audio.stream.AudioStre
             if pkt.pts is not None:
                 e = pkt.pts + (pkt.duration or 0)
                 end = e if end is None else max(end, e)
-    except av.error.FFmpegError as e:
+    except _DAMAGE as e:
         raise CorruptAudio(f"{path}: corrupt container ({_message(e)})") from None
     if end is None or s.time_base is None:
         raise NoAudio(f"{path}: contains no audio samples")
@@ -209,7 +214,7 @@ def check_complete(path: Path, info: AvInfo) -> None:
             for pkt in c.demux(s):
                 if pkt.pts is not None:
                     last = float((pkt.pts + (pkt.duration or 0) - origin) * tb)
-        except av.error.FFmpegError:
+        except _DAMAGE:
             pass  # a read error at the end is what we are looking for; judged below
         if last is None or last < info.duration - TRUNCATION_SLACK - 1.0:
             where = f"audio data stops near {last:.1f} s" if last is not None else "audio data is missing"
@@ -224,7 +229,7 @@ def _frame_samples(frame: av.AudioFrame, channel: int | None, path: Path) -> np.
     """One decoded frame as float32 mono (mixed) or the picked channel."""
     arr = frame.to_ndarray()
     fmt = frame.format
-    channels = frame.layout.nb_channels
+    channels = len(frame.layout.channels)
     if not fmt.is_planar:  # interleaved: (1, samples * channels)
         arr = arr.reshape(-1, channels).T
     base = fmt.name.rstrip("p")
@@ -306,7 +311,7 @@ def _decode(path: Path, info: AvInfo, channel: int | None, first: int, last: int
                     yield x[lo:hi]
                 if last is not None and pos >= last:
                     return
-        except av.error.FFmpegError as e:
+        except _DAMAGE as e:
             if not placed:
                 raise _Overshot from None  # the seek itself failed: decode from the beginning
             raise CorruptAudio(f"{path}: corrupt or truncated audio data at {pos / rate:.1f} s "
