@@ -3,7 +3,7 @@
 Hypothesis generates inputs: valid WAV/FLAC/OGG/Opus/MP3 files (various widths, rates,
 channel counts) put through random mutations (bit flips, overwritten header fields,
 truncation, spliced or duplicated ranges) plus plain random bytes. Each input is written
-to a file and given to ``audio.needs_ffmpeg``, ``audio.info``, ``audio.stream`` and
+to a file and given to ``audio.check``, ``audio.info``, ``audio.stream`` and
 ``audio.load``. The contract: they return 16 kHz mono finite float32, or raise a
 ``WhispdiarError`` subclass with a one-line message, and print nothing on stderr
 themselves. Anything else is a bug:
@@ -92,8 +92,8 @@ def _exercise(p: Path) -> None:
     from whispdiar import audio
     from whispdiar.errors import WhispdiarError
 
-    audio.needs_ffmpeg(p)  # must never raise
     try:
+        audio.check(p)
         inf = audio.info(p)
         assert inf.duration > 0 and inf.channels >= 1, inf
         total = 0

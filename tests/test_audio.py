@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import struct
 import tracemalloc
 from pathlib import Path
@@ -20,7 +19,6 @@ from whispdiar import audio
 from whispdiar.errors import (
     CorruptAudio,
     EmptyInput,
-    FfmpegMissing,
     InputIsDirectory,
     InputNotFound,
     NoAudio,
@@ -169,7 +167,8 @@ def test_many_channels_high_rate_blocks_are_capped(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputNotFound, match="no such file"):
         audio.info(tmp_path / "nope.wav")
-    assert not audio.needs_ffmpeg(tmp_path / "nope.m4a")  # no "needs ffmpeg" for a missing file
+    with pytest.raises(InputNotFound, match="no such file"):
+        audio.check(tmp_path / "nope.m4a")
 
 
 def test_directory(tmp_path: Path) -> None:
@@ -283,51 +282,17 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(e.value)
 
 
-# --------------------------------------------------------------------------- ffmpeg
-def test_needs_ffmpeg_by_suffix_and_magic(tmp_path: Path) -> None:
-    m4a = tmp_path / "talk.m4a"
-    m4a.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(64))
-    assert audio.needs_ffmpeg(m4a)
-    anon = tmp_path / "whispdiar-stdin-xyz"  # stdin copies have no suffix
-    anon.write_bytes(m4a.read_bytes())
-    assert audio.needs_ffmpeg(anon)
-    wav = tmp_path / "ok.wav"
-    sf.write(wav, tone(440, 0.5, SR), SR)
-    assert not audio.needs_ffmpeg(wav)
-    assert not audio.needs_ffmpeg(tmp_path)
-
-
-def test_ffmpeg_missing_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(audio.shutil, "which", lambda _name: None)
-    p = tmp_path / "talk.m4a"
+# --------------------------------------------------------------------------- non-libsndfile containers
+# Real encoded files of every kind are in tests/test_decode.py; these are the header cases.
+def test_damaged_mp4_header_is_corrupt_not_unknown(tmp_path: Path) -> None:
+    p = tmp_path / "talk.m4a"  # an MP4 "ftyp" box and nothing else: known kind, unusable
     p.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(64))
-    with pytest.raises(FfmpegMissing, match="needs ffmpeg, which is not on PATH"):
-        audio.decode_with_ffmpeg(p)
-    with pytest.raises(FfmpegMissing):
+    with pytest.raises(CorruptAudio, match="corrupt or truncated"):
         audio.check(p)
-
-
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
-def test_ffmpeg_decodes_m4a_keeping_channels(tmp_path: Path) -> None:
-    import subprocess
-
-    src = tmp_path / "src.wav"
-    left = tone(440, 2.0, 44100)
-    sf.write(src, np.stack([left, np.zeros_like(left)], axis=1), 44100)
-    m4a = tmp_path / "talk.m4a"
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(src), "-c:a", "aac", str(m4a)], check=True)
-    assert audio.needs_ffmpeg(m4a)
-    tmp = audio.decode_with_ffmpeg(m4a)
-    try:
-        assert audio.info(tmp).channels == 2
-        x = audio.load(tmp, channel=0)
-        assert abs(peak_hz(x) - 440) < 5 and abs(len(x) - 2 * SR) < 0.1 * SR
-    finally:
-        tmp.unlink()
-    garbage = tmp_path / "junk.webm"
-    garbage.write_bytes(b"\x1a\x45\xdf\xa3" + bytes(100))
-    with pytest.raises(CorruptAudio, match="ffmpeg could not decode"):
-        audio.decode_with_ffmpeg(garbage)
+    anon = tmp_path / "whispdiar-stdin-xyz"  # stdin copies have no suffix: recognised by content
+    anon.write_bytes(p.read_bytes())
+    with pytest.raises(CorruptAudio):
+        audio.info(anon)
 
 
 # --------------------------------------------------------------------------- memory

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import encode
 
 from whispdiar import errors
 
@@ -177,14 +178,43 @@ def test_channel_out_of_range(cmd: list[str], tmp_path: Path) -> None:
     assert_error(run(cmd + ["--channel", "3", str(p)]), errors.UsageError.exit_code, "there is no channel 3")
 
 
-def test_m4a_without_ffmpeg(cmd: list[str], tmp_path: Path) -> None:
+def test_damaged_m4a(cmd: list[str], tmp_path: Path) -> None:
     p = tmp_path / "talk.m4a"
     p.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(256))
-    bindir = tmp_path / "bin"  # a PATH with python's own dir only: no ffmpeg on it
-    bindir.mkdir()
-    line = assert_error(run(cmd + [str(p)], env={"PATH": str(bindir)}), errors.FfmpegMissing.exit_code,
-                        "needs ffmpeg, which is not on PATH")
-    assert "ffmpeg" in line
+    assert_error(run(cmd + [str(p)]), errors.CorruptAudio.exit_code, "talk.m4a: corrupt or truncated")
+
+
+def test_cut_m4a(cmd: list[str], tmp_path: Path) -> None:
+    t = np.arange(SR * 4) / SR
+    p = encode(tmp_path / "call.m4a", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), SR, "aac")
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    assert_error(run(cmd + [str(p)]), errors.CorruptAudio.exit_code, "call.m4a: corrupt or truncated")
+
+
+def test_video_without_audio(cmd: list[str], tmp_path: Path) -> None:
+    import av
+
+    p = tmp_path / "screen.mp4"
+    with av.open(str(p), "w") as out:
+        vs = out.add_stream("mpeg4", rate=2)
+        vs.width, vs.height, vs.pix_fmt = 32, 32, "yuv420p"
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            frame.pts = i
+            for pkt in vs.encode(frame):
+                out.mux(pkt)
+        for pkt in vs.encode():
+            out.mux(pkt)
+    assert_error(run(cmd + [str(p)]), errors.NoAudio.exit_code, r"screen.mp4: has no audio stream \(only video\)")
+
+
+def test_unknown_codec(cmd: list[str], tmp_path: Path) -> None:
+    p = tone_file(tmp_path / "odd.wav")
+    b = bytearray(p.read_bytes())
+    i = b.find(b"fmt ")
+    b[i + 8 : i + 10] = struct.pack("<H", 0x1234)  # a format tag no decoder knows
+    p.write_bytes(bytes(b))
+    assert_error(run(cmd + [str(p)]), errors.UnsupportedCodec.exit_code, "odd.wav: its audio codec is not one")
 
 
 def test_stdin_empty(cmd: list[str]) -> None:

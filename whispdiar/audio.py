@@ -1,6 +1,10 @@
-"""Audio input: any file soundfile (or ffmpeg) can read, as 16 kHz mono float32.
+"""Audio input: any recording FFmpeg or libsndfile reads, as 16 kHz mono float32.
 
-Long recordings are read in blocks (`stream`), so memory does not grow with length.
+Two decoders, one contract. WAV-family files and FLAC are read by libsndfile (soundfile),
+measured faster than FFmpeg for them (docs/benchmarks.md, 2026-12-01); everything else
+(MP3, Ogg, M4A/AAC, MP4/MOV video, WebM/MKV, Opus, AMR, WMA, ...) is decoded in-process
+by FFmpeg's libraries through PyAV (``decode.py``), with no system tool and no temporary
+file. Long recordings are read in blocks (`stream`), so memory does not grow with length.
 Multichannel audio is averaged to mono unless one channel is picked (``channel``).
 Any sample rate from 1 kHz to 768 kHz is resampled to 16 kHz with soxr (HQ, streaming).
 
@@ -17,7 +21,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,11 +32,11 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from . import decode
 from .errors import (
     AudioError,
     CorruptAudio,
     EmptyInput,
-    FfmpegMissing,
     InputIsDirectory,
     InputNotFound,
     InputPermissionDenied,
@@ -45,11 +48,9 @@ from .errors import (
 
 SAMPLE_RATE = 16000
 BLOCK_SECONDS = 30.0
-MIN_RATE, MAX_RATE = 1000, 768000  # outside this a header is damaged, not exotic
+MIN_RATE, MAX_RATE = decode.MIN_RATE, decode.MAX_RATE
 # Cap on raw samples (frames x channels) read at once: 96 kHz x 8 ch x 30 s would be 92 MB.
 MAX_BLOCK_SAMPLES = 1 << 22
-
-FFMPEG_SUFFIXES = {".m4a", ".mp4", ".aac", ".webm", ".mkv", ".mka", ".mov", ".wma", ".opus", ".amr", ".3gp", ".ac3"}
 
 # libsndfile error codes (sndfile.h) that mean "this is not audio we know".
 _SF_ERR_UNRECOGNISED_FORMAT = 1
@@ -139,22 +140,29 @@ def _head(path: Path, n: int = 16) -> bytes:
         return b""
 
 
-def _open(path: Path) -> sf.SoundFile:
-    """Open with soundfile and validate the header; caller closes."""
+def _sf_try(path: Path) -> sf.SoundFile | AudioError:
+    """Open with soundfile: the open file, or the error to raise if nobody else reads it."""
     try:
         # libsndfile falls back to probing unknown data as MPEG, so any open may make
         # libmpg123 talk: keep it quiet (an open takes milliseconds).
         with _quiet_native_stderr(True):
-            f = sf.SoundFile(str(path))
+            return sf.SoundFile(str(path))
     except sf.LibsndfileError as e:
         if e.code == _SF_ERR_UNRECOGNISED_FORMAT:
-            raise NotAudio(f"{path}: not an audio file (format not recognised)") from None
+            return NotAudio(f"{path}: not an audio file (format not recognised)")
         if e.code == _SF_ERR_SYSTEM or "not a regular file" in str(e):
             # libmpg123 says "does not exist or is not a regular file" for junk that starts like MP3.
-            raise NotAudio(f"{path}: not a readable audio file") from None
-        raise CorruptAudio(f"{path}: corrupt or truncated audio ({_first_line(e)})") from None
+            return NotAudio(f"{path}: not a readable audio file")
+        return CorruptAudio(f"{path}: corrupt or truncated audio ({_first_line(e)})")
     except (RuntimeError, TypeError, ValueError, OSError) as e:
-        raise CorruptAudio(f"{path}: not a readable audio file ({_first_line(e)})") from None
+        return CorruptAudio(f"{path}: not a readable audio file ({_first_line(e)})")
+
+
+def _open(path: Path) -> sf.SoundFile:
+    """Open with soundfile and validate the header; caller closes."""
+    f = _sf_try(path)
+    if isinstance(f, AudioError):
+        raise f
     try:
         _validate(f, path)
     except BaseException:
@@ -211,96 +219,76 @@ def _check_channel(channel: int | None, channels: int, path: Path) -> None:
         raise UsageError(f"{path}: has {channels} channel(s) (0-{channels - 1}); there is no channel {channel}")
 
 
-# --------------------------------------------------------------------------- ffmpeg
-_MAGIC_FFMPEG = (b"\x1a\x45\xdf\xa3",)  # EBML: webm / mkv
+# --------------------------------------------------------------------------- routing
+# Lossless formats libsndfile reads faster than FFmpeg (RIFF/RF64/BW64 WAV, Sony Wave64,
+# AIFF, FLAC): their magic numbers.
+_SNDFILE_MAGIC = (b"RIFF", b"RF64", b"BW64", b"FORM", b"fLaC", b"riff\x2e\x91\xcf\x11")
 
 
-def _looks_like_ffmpeg_container(path: Path) -> bool:
+def _route(path: Path) -> decode.AvInfo | None:
+    """Which decoder reads ``path``: None for libsndfile, else PyAV's stream info.
+
+    Raises the AudioError a user should see when neither can read it. Header checks
+    (truncated WAV, implausible rate, no samples) happen here, before any decoding.
+    """
     head = _head(path, 16)
-    if len(head) >= 12 and head[4:8] == b"ftyp":  # ISO BMFF: mp4, m4a, mov, 3gp
-        return True
-    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):  # ASF: wma
-        return True
-    if head.startswith(b"#!AMR"):
-        return True
-    if len(head) >= 2 and head[0] == 0xFF and head[1] in (0xF1, 0xF9):  # ADTS AAC
-        return True
-    return any(head.startswith(m) for m in _MAGIC_FFMPEG)
-
-
-def needs_ffmpeg(path: Path) -> bool:
-    """True when soundfile cannot read the file but ffmpeg might (m4a, mp4, webm, ...).
-
-    Never raises: a missing, unreadable or empty file is False, so the loader reports it properly.
-    """
-    path = Path(path)
+    if head.startswith(_SNDFILE_MAGIC):
+        f = _sf_try(path)
+        if isinstance(f, sf.SoundFile):
+            with _quiet_native_stderr(True), f:
+                _validate(f, path)
+            return None
+        try:  # a WAV codec libsndfile lacks (MP3 or G.729 in WAV, ...): FFmpeg may know it
+            return decode.probe(path)
+        except decode.Unrecognised:
+            raise f from None
     try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
-        return False
-    try:
-        with _quiet_native_stderr(True), sf.SoundFile(str(path)):
-            return False
-    except Exception:
-        return path.suffix.lower() in FFMPEG_SUFFIXES or _looks_like_ffmpeg_container(path)
-
-
-def decode_with_ffmpeg(path: Path) -> Path:
-    """Decode an unusual container to a temporary 16 kHz float WAV; caller deletes it.
-
-    Channels are kept so ``channel=`` still works; RF64 lifts the 4 GB WAV limit.
-    """
-    path = Path(path)
-    _check_path(path)
-    exe = shutil.which("ffmpeg")
-    if exe is None:
-        raise FfmpegMissing(
-            f"{path}: format {path.suffix or '(unknown)'} needs ffmpeg, which is not on PATH "
-            "(install ffmpeg, or convert the file to WAV/FLAC/MP3/OGG)"
-        )
-    fd, tmp = tempfile.mkstemp(suffix=".wav", prefix="whispdiar-ffmpeg-")
-    os.close(fd)
-    try:
-        proc = subprocess.run(
-            [exe, "-nostdin", "-hide_banner", "-v", "error", "-y", "-i", str(path), "-map", "0:a:0", "-vn",
-             "-ar", str(SAMPLE_RATE), "-c:a", "pcm_f32le", "-rf64", "auto", "-f", "wav", tmp],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-        )
-    except BaseException:  # Ctrl-C / SIGTERM: run() killed ffmpeg; do not leave its output behind
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if proc.returncode != 0 or os.path.getsize(tmp) == 0:
-        Path(tmp).unlink(missing_ok=True)
-        detail = (proc.stderr.strip().splitlines() or ["no audio stream"])[-1]
-        raise CorruptAudio(f"{path}: ffmpeg could not decode it ({detail})")
-    return Path(tmp)
+        return decode.probe(path)
+    except decode.Unrecognised:
+        pass
+    f = _sf_try(path)  # formats only libsndfile knows (or none: then its "not audio")
+    if isinstance(f, AudioError):
+        raise f
+    with _quiet_native_stderr(True), f:
+        _validate(f, path)
+    return None
 
 
 # --------------------------------------------------------------------------- reading
 def info(path: str | os.PathLike[str]) -> AudioInfo:
-    """Duration, rate and channels of a file, after every check `stream` does up front."""
+    """Duration, rate and channels of a file, after every check `stream` does up front.
+
+    For PyAV-decoded files the duration is the container's (see ``decode.probe`` for
+    containers that do not know it).
+    """
     p = Path(path)
     _check_path(p)
+    avi = _route(p)
+    if avi is not None:
+        return AudioInfo(p, avi.duration, avi.sample_rate, avi.channels)
     with _open(p) as f:
         return AudioInfo(p, f.frames / f.samplerate, f.samplerate, f.channels)
 
 
 def check(path: str | os.PathLike[str], channel: int | None = None) -> AudioInfo:
-    """Cheap up-front validation of one input (ffmpeg containers: path checks + ffmpeg presence).
+    """Cheap up-front validation of one input, for a CLI to reject it before loading models.
 
-    For a CLI to reject bad inputs before loading models. Reads only the header.
+    Reads the header; for PyAV-decoded files also decodes the first half second (the
+    codec really works) and looks for a packet at the end an MP4/Matroska index declares
+    (a cut-off file), which costs milliseconds whatever the length.
     """
     p = Path(path)
     _check_path(p)
-    if needs_ffmpeg(p):
-        if shutil.which("ffmpeg") is None:
-            decode_with_ffmpeg(p)  # raises FfmpegMissing with the standard message
-        return AudioInfo(p, 0.0, 0, 0)  # unknown until decoded
-    with _open(p) as f:
-        _check_channel(channel, f.channels, p)
-        return AudioInfo(p, f.frames / f.samplerate, f.samplerate, f.channels)
+    avi = _route(p)
+    if avi is None:
+        with _open(p) as f:
+            _check_channel(channel, f.channels, p)
+            return AudioInfo(p, f.frames / f.samplerate, f.samplerate, f.channels)
+    _check_channel(channel, avi.channels, p)
+    decode.check_complete(p, avi)
+    for _ in decode.read(p, avi, channel, 0.0, min(0.5, avi.duration)):
+        pass
+    return AudioInfo(p, avi.duration, avi.sample_rate, avi.channels)
 
 
 def _to_mono(block: np.ndarray, channel: int | None) -> np.ndarray:
@@ -328,6 +316,61 @@ def stream(
     """
     p = Path(path)
     _check_path(p)
+    avi = _route(p)
+    if avi is None:
+        yield from _stream_sndfile(p, block_seconds, channel, start, end)
+    else:
+        yield from _stream_av(p, avi, block_seconds, channel, start, end)
+
+
+def _stream_av(p: Path, avi: decode.AvInfo, block_seconds: float, channel: int | None, start: float,
+               end: float | None) -> Iterator[np.ndarray]:
+    """PyAV's decoded pieces gathered into blocks, checked, and resampled like libsndfile's.
+
+    soxr (HQ), not FFmpeg's swresample: the same resampler and settings as for WAV/FLAC,
+    whose level and anti-aliasing tests/test_audio.py pins, so a recording gives the same
+    16 kHz signal whichever decoder read it.
+    """
+    _check_channel(channel, avi.channels, p)
+    sr = avi.sample_rate
+    if end is not None and end <= start or (avi.exact and start >= avi.duration):
+        raise NoAudio(f"{p}: no audio between {start:.2f} s and {'the end' if end is None else f'{end:.2f} s'}")
+    resampler = soxr.ResampleStream(sr, SAMPLE_RATE, 1, dtype="float32", quality="HQ") if sr != SAMPLE_RATE else None
+    per_block = max(1, int(block_seconds * sr))
+    pending: list[np.ndarray] = []
+    have = 0
+    pos = int(round(start * sr))  # source samples before the pending ones, for messages
+    got_any = False
+
+    def emit(x: np.ndarray, last: bool) -> np.ndarray:
+        if not np.isfinite(x).all():
+            bad = int(np.flatnonzero(~np.isfinite(x))[0])
+            raise NonFiniteAudio(f"{p}: contains NaN or infinite samples (first at {(pos + bad) / sr:.2f} s)")
+        return resampler.resample_chunk(x, last=last) if resampler is not None else x
+
+    for piece in decode.read(p, avi, channel, start, end):
+        pending.append(piece)
+        have += len(piece)
+        while have >= per_block:
+            x = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            out = emit(x[:per_block], last=False)
+            pending, have, pos = [x[per_block:]], have - per_block, pos + per_block
+            if len(out):
+                got_any = True
+                yield out.astype(np.float32, copy=False)
+    x = np.concatenate(pending) if pending else np.zeros(0, np.float32)
+    if len(x) or resampler is not None:
+        out = emit(x, last=True)
+        if len(out):
+            got_any = True
+            yield out.astype(np.float32, copy=False)
+    if not got_any:
+        raise NoAudio(f"{p}: contains no audio samples" if start == 0 and end is None else
+                      f"{p}: no audio between {start:.2f} s and {'the end' if end is None else f'{end:.2f} s'}")
+
+
+def _stream_sndfile(p: Path, block_seconds: float, channel: int | None, start: float,
+                    end: float | None) -> Iterator[np.ndarray]:
     f = _open(p)
     try:
         _check_channel(channel, f.channels, p)
@@ -396,7 +439,13 @@ def load(
 
 
 def stdin_to_tempfile() -> Path:
-    """Copy standard input to a temporary file (audio is not seekable from a pipe)."""
+    """Copy standard input, still encoded, to a temporary file; the caller deletes it.
+
+    Any format works (the copy is decoded like a file, recognised by content). A copy is
+    needed because a run reads the audio more than once, in parallel threads (whisper and
+    the diarizer) and by seeking to spans: a pipe can do neither. It holds the encoded
+    bytes (an .m4a stays its size), never decoded PCM.
+    """
     if sys.stdin is None or sys.stdin.isatty():
         raise UsageError("'-' reads audio from standard input, but it is a terminal (pipe a file in)")
     fd, tmp = tempfile.mkstemp(prefix="whispdiar-stdin-")
@@ -417,21 +466,3 @@ def stdin_to_tempfile() -> Path:
 
 def num_samples(duration: float) -> int:
     return int(math.ceil(duration * SAMPLE_RATE))
-
-
-def channel_to_tempfile(path: str | os.PathLike[str], channel: int) -> Path:
-    """One channel of a file as a temporary 16 kHz mono float WAV, streamed block by block.
-
-    Lets every engine read the picked channel through its ordinary file path; the caller
-    deletes the file.
-    """
-    fd, tmp = tempfile.mkstemp(suffix=".wav", prefix="whispdiar-channel-")
-    os.close(fd)
-    try:
-        with sf.SoundFile(tmp, "w", samplerate=SAMPLE_RATE, channels=1, subtype="FLOAT", format="WAV") as out:
-            for block in stream(path, channel=channel):
-                out.write(block)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)

@@ -149,8 +149,9 @@ def models_verify(
 
 # --- shared options ----------------------------------------------------------------------
 
-Inputs = Annotated[list[str], typer.Argument(help="Audio files (WAV, FLAC, OGG, MP3; others via ffmpeg); - for stdin.",
-                                             show_default=False, metavar="AUDIO...")]
+INPUTS_HELP = ("Audio or video files in any format FFmpeg reads (WAV, FLAC, MP3, M4A, MP4, WebM, Opus, AMR, ...; "
+               "decoded in-process, no ffmpeg needed); - for stdin.")
+Inputs = Annotated[list[str], typer.Argument(help=INPUTS_HELP, show_default=False, metavar="AUDIO...")]
 OutputDir = Annotated[Path | None, typer.Option("--output-dir", "-d", help="Write <stem>.<ext> files here.")]
 OutputFile = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (one input, one format).")]
 NumSpeakers = Annotated[int | None, typer.Option("--num-speakers", "-n", min=1, help="Exact number of speakers.")]
@@ -390,9 +391,8 @@ def transcribe(
 
       whispdiar transcribe meeting.wav --start 10:00 --end 15:30 -f json
 
-      cat call.wav | whispdiar transcribe - -f txt
+      cat call.m4a | whispdiar transcribe - -f txt
     """
-    from . import audio
     from .pipeline import Pipeline
     from .spans import make_span, parse_time
     from .transcription import check_beam_size, check_translate
@@ -432,17 +432,12 @@ def transcribe(
                             tasks[stage] = rep.task(f"{stage} {Path(display).name}")
                         rep.update(tasks[stage], done, total)  # type: ignore[arg-type]
 
-                    picked = audio.channel_to_tempfile(source, channel) if channel is not None else None
-                    try:
-                        result = _interruptible(lambda cancel: pipeline.run(
-                            picked or source, language=lang, num_speakers=num_speakers,
-                            min_speakers=min_speakers, max_speakers=max_speakers, progress=progress,
-                            display_name=display, cancel=cancel,
-                            relabel=namer.relabel if namer is not None else None,
-                            prompt=prompt, translate=translate, start=span.start, end=span.end))
-                    finally:
-                        if picked is not None:
-                            picked.unlink(missing_ok=True)
+                    result = _interruptible(lambda cancel: pipeline.run(
+                        source, language=lang, num_speakers=num_speakers,
+                        min_speakers=min_speakers, max_speakers=max_speakers, progress=progress,
+                        display_name=display, cancel=cancel, channel=channel,
+                        relabel=namer.relabel if namer is not None else None,
+                        prompt=prompt, translate=translate, start=span.start, end=span.end))
                     for t in tasks.values():
                         rep.done(t)  # type: ignore[arg-type]
                     return {f: render(result, f, words=not no_words, cue_limits=limits) for f in plan.formats}

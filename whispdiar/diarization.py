@@ -256,22 +256,16 @@ class Diarizer:
         check_hints(num_speakers, min_speakers, max_speakers)
         cancel = self._stop(cancel)
         path = Path(audio_path)
-        tmp = audio.decode_with_ffmpeg(path) if audio.needs_ffmpeg(path) else None
-        work = tmp or path
-        try:
-            analysis = self.analyse(work, progress=progress, cancel=cancel, channel=channel)
-            _check(cancel)
-            clustering, train = self.cluster(analysis, num_speakers=num_speakers,
-                                             min_speakers=min_speakers, max_speakers=max_speakers)
-            if relabel is not None:
-                clustering = relabel(clustering, train)
-            _check(cancel)
-            return self.reconstruct(analysis, clustering, max_speakers=num_speakers or max_speakers,
-                                    audio_span=lambda a, b: audio.load(work, channel=channel, start=a, end=b),
-                                    cancel=cancel)
-        finally:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
+        analysis = self.analyse(path, progress=progress, cancel=cancel, channel=channel)
+        _check(cancel)
+        clustering, train = self.cluster(analysis, num_speakers=num_speakers,
+                                         min_speakers=min_speakers, max_speakers=max_speakers)
+        if relabel is not None:
+            clustering = relabel(clustering, train)
+        _check(cancel)
+        return self.reconstruct(analysis, clustering, max_speakers=num_speakers or max_speakers,
+                                audio_span=lambda a, b: audio.load(path, channel=channel, start=a, end=b),
+                                cancel=cancel)
 
     # ----------------------------------------------------------------- stage 1
     def analyse(
@@ -284,14 +278,9 @@ class Diarizer:
     ) -> Analysis:
         path = Path(audio_path)
         cancel = self._stop(cancel)
-        tmp = audio.decode_with_ffmpeg(path) if audio.needs_ffmpeg(path) else None
-        try:
-            total = audio.info(tmp or path).duration
-            blocks = _counting(audio.stream(tmp or path, channel=channel), cancel)
-            return self._analyse_blocks(blocks, total, progress, cancel)
-        finally:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
+        total = audio.info(path).duration
+        blocks = _counting(audio.stream(path, channel=channel), cancel)
+        return self._analyse_blocks(blocks, total, progress, cancel)
 
     def analyse_array(self, samples: np.ndarray, cancel: threading.Event | None = None) -> Analysis:
         """Stage 1 on a 16 kHz mono array already in memory (tests, short clips)."""

@@ -67,8 +67,8 @@ class NonFiniteAudio(AudioError):
     exit_code = 15
 
 
-class FfmpegMissing(AudioError):
-    """The container needs ffmpeg (m4a, mp4, webm, ...) and ffmpeg is not on PATH."""
+class UnsupportedCodec(AudioError):
+    """A container FFmpeg reads, whose audio codec it has no decoder for."""
 
     exit_code = 16
 

@@ -229,8 +229,12 @@ class Pipeline:
         translate: bool = False,
         start: float | None = None,
         end: float | None = None,
+        channel: int | None = None,
     ) -> Result:
         """Transcribe (and diarize) one recording into a Result.
+
+        ``channel`` uses one channel (0-based) of a multichannel file instead of the mix,
+        for both whisper and the diarizer (read from the file itself: no decoded copy).
 
         ``progress(stage, done, total)`` is called from both threads with stage
         "vad", "transcribe" (seconds of speech) or "diarize" (seconds of audio).
@@ -247,7 +251,7 @@ class Pipeline:
             self._active += 1
         try:
             return self._run(path, language, diarize, num_speakers, min_speakers, max_speakers, progress, cancel,
-                             relabel, display_name, prompt=prompt, translate=translate, span=span)
+                             relabel, display_name, channel, prompt=prompt, translate=translate, span=span)
         finally:
             with self._runs:
                 self._active -= 1
@@ -256,20 +260,21 @@ class Pipeline:
     def _run(self, path: str | os.PathLike[str], language: str | None, diarize: bool | None,
              num_speakers: int | None, min_speakers: int | None, max_speakers: int | None,
              progress: ProgressFn | None, cancel: threading.Event | None, relabel: Callable | None,
-             display_name: str | None, *, prompt: str | None = None, translate: bool = False,
-             span: Span = WHOLE) -> Result:
+             display_name: str | None, channel: int | None = None, *, prompt: str | None = None,
+             translate: bool = False, span: Span = WHOLE) -> Result:
         t_start = time.perf_counter()
         src = Path(path)
         self.transcriber.check_language(language)  # bad options fail before any work
         self.transcriber.check_task(translate)
-        tmp = audio.decode_with_ffmpeg(src) if audio.needs_ffmpeg(src) else None
         part = None  # the span's own file
         try:
-            work = tmp or src
+            work = src  # any format: audio.py decodes it in-process, no temporary copy
             duration = file_duration = audio.info(work).duration
             if not span.whole:
                 span = clip_span(span, file_duration, display_name or str(path))
-                part = work = span_to_tempfile(work, span, AnyEvent(threading.Event(), cancel, self._closing))
+                part = work = span_to_tempfile(work, span, AnyEvent(threading.Event(), cancel, self._closing),
+                                               channel=channel)
+                channel = None  # the span's copy holds the picked channel only
                 duration = audio.info(work).duration
             do_diar = self.diarize if diarize is None else (diarize and self.diarize)
             if diarize and not self.diarize:
@@ -281,7 +286,7 @@ class Pipeline:
             if do_diar:
                 worker = threading.Thread(
                     target=self._diarize_worker,
-                    args=(work, outcome, either, progress, num_speakers, min_speakers, max_speakers, relabel),
+                    args=(work, outcome, either, progress, num_speakers, min_speakers, max_speakers, relabel, channel),
                     name="whispdiar-diarize", daemon=True,
                 )
                 worker.start()
@@ -292,7 +297,7 @@ class Pipeline:
                     worker.join()
             t_asr = time.perf_counter()
             try:
-                transcript = self._transcribe(work, duration, language, progress, either, worker,
+                transcript = self._transcribe(work, duration, language, progress, either, worker, channel,
                                               prompt=prompt, translate=translate)
             except BaseException:
                 stop.set()  # tell the diarizer to stop too, then surface the first cause
@@ -310,9 +315,8 @@ class Pipeline:
         except _StageCancelled as e:
             raise Cancelled(str(e) or "cancelled") from None
         finally:
-            for t in (tmp, part):
-                if t is not None:
-                    t.unlink(missing_ok=True)
+            if part is not None:
+                part.unlink(missing_ok=True)
         result = self._assemble(display_name or str(path), transcript, outcome.result if do_diar else None)
         shift_result(result, span.start)  # back to the file's time
         result.duration = file_duration
@@ -321,11 +325,11 @@ class Pipeline:
         return result
 
     def _transcribe(self, work: Path, duration: float, language: str | None, progress: ProgressFn | None,
-                    either: AnyEvent, worker: threading.Thread | None, *, prompt: str | None = None,
-                    translate: bool = False) -> Transcript:
+                    either: AnyEvent, worker: threading.Thread | None, channel: int | None = None, *,
+                    prompt: str | None = None, translate: bool = False) -> Transcript:
         if progress:
             progress("vad", 0.0, duration)
-        regions, probs = self.transcriber.speech_regions(work, duration, cancel=either)
+        regions, probs = self.transcriber.speech_regions(work, duration, cancel=either, channel=channel)
         if progress:
             progress("vad", duration, duration)
 
@@ -337,18 +341,18 @@ class Pipeline:
             return self.asr_threads
 
         return self.transcriber.transcribe(work, language=language, progress=progress, cancel=either,
-                                           threads=threads, regions=regions, probs=probs, prompt=prompt,
-                                           translate=translate)
+                                           threads=threads, regions=regions, probs=probs, channel=channel,
+                                           prompt=prompt, translate=translate)
 
     def _diarize_worker(self, work: Path, outcome: _DiarOutcome, cancel: AnyEvent, progress: ProgressFn | None,
                         num_speakers: int | None, min_speakers: int | None, max_speakers: int | None,
-                        relabel: Callable | None) -> None:
+                        relabel: Callable | None, channel: int | None = None) -> None:
         t0 = time.perf_counter()
         try:
             outcome.result = self.diarizer(
                 work, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
                 progress=(lambda d, t: progress("diarize", d, t)) if progress else None,
-                cancel=cancel, relabel=relabel,
+                cancel=cancel, relabel=relabel, channel=channel,
             )
         except BaseException as e:  # handed to the caller's thread
             outcome.error = e
@@ -394,6 +398,7 @@ def transcribe(
     beam_size: int = 1,
     start: float | None = None,
     end: float | None = None,
+    channel: int | None = None,
 ) -> Result:
     """Transcribe one file with speakers: loads the models, runs, frees them.
 
@@ -406,5 +411,5 @@ def transcribe(
     make_span(start, end)
     with Pipeline.from_names(whisper=model, diarize=diarize, threads=threads, beam_size=beam_size) as p:
         return p.run(path, language=language, num_speakers=num_speakers, min_speakers=min_speakers,
-                     max_speakers=max_speakers, progress=progress, cancel=cancel, prompt=prompt,
-                     translate=translate, start=start, end=end)
+                     max_speakers=max_speakers, progress=progress, cancel=cancel, channel=channel,
+                     prompt=prompt, translate=translate, start=start, end=end)

@@ -77,15 +77,16 @@ def clip_span(span: Span, duration: float, name: str) -> Span:
     return Span(span.start, end)
 
 
-def span_to_tempfile(path: str | os.PathLike[str], span: Span, cancel: EventLike | None = None) -> Path:
-    """The span of a file as a temporary 16 kHz mono float WAV (streamed block by block);
+def span_to_tempfile(path: str | os.PathLike[str], span: Span, cancel: EventLike | None = None,
+                     channel: int | None = None) -> Path:
+    """The span of a file (its mix, or one ``channel``) as a temporary 16 kHz mono float WAV (streamed block by block);
     the caller deletes it. ``cancel`` is checked between blocks (raises ``Cancelled``,
     leaving no file), so a long span does not hold up Ctrl-C."""
     fd, tmp = tempfile.mkstemp(suffix=".wav", prefix="whispdiar-span-")
     os.close(fd)
     try:
         with sf.SoundFile(tmp, "w", samplerate=audio.SAMPLE_RATE, channels=1, subtype="FLOAT", format="WAV") as out:
-            for block in audio.stream(path, start=span.start, end=span.end):
+            for block in audio.stream(path, channel=channel, start=span.start, end=span.end):
                 check(cancel)
                 out.write(block)
     except BaseException:

@@ -301,12 +301,12 @@ class ChunkPlanner:
         return seconds
 
 
-def energy_probabilities(path: str | os.PathLike[str]) -> np.ndarray:
+def energy_probabilities(path: str | os.PathLike[str], channel: int | None = None) -> np.ndarray:
     """A crude speech-likeness per VAD frame from loudness, for cutting blocks without a VAD."""
     frames: list[np.ndarray] = []
     rest = np.zeros(0, np.float32)
     n = int(round(FRAME_SECONDS * SAMPLE_RATE))
-    for block in stream(path):
+    for block in stream(path, channel=channel):
         x = np.concatenate([rest, block])
         k = len(x) // n
         frames.append(np.sqrt(np.mean(x[: k * n].reshape(k, n) ** 2, axis=1) + 1e-12))
@@ -684,13 +684,14 @@ class Transcriber:
             raise UsageError(_cannot_translate(self.name))
 
     def speech_regions(self, path: str | os.PathLike[str], duration: float,
-                       cancel: threading.Event | None = None) -> tuple[list[SpeechRegion], np.ndarray]:
+                       cancel: threading.Event | None = None,
+                       channel: int | None = None) -> tuple[list[SpeechRegion], np.ndarray]:
         """Speech regions (VAD) and the frame probabilities used to cut long ones."""
         if self.vad is not None:
-            probs = self.vad.file_probabilities(path, cancel=AnyEvent(self._closing, cancel))
+            probs = self.vad.file_probabilities(path, cancel=AnyEvent(self._closing, cancel), channel=channel)
             return speech_regions(probs, threshold=0.4, pad=0.2, duration=duration), probs
         # No VAD: treat everything as speech, cut into blocks at quiet points.
-        return [SpeechRegion(0.0, duration)], energy_probabilities(path)
+        return [SpeechRegion(0.0, duration)], energy_probabilities(path, channel)
 
     def transcribe(
         self,
@@ -703,9 +704,11 @@ class Transcriber:
         probs: np.ndarray | None = None,
         prompt: str | None = None,
         translate: bool = False,
+        channel: int | None = None,
     ) -> Transcript:
         """Transcribe a file chunk by chunk. ``threads`` is asked before each chunk (the
-        pipeline hands whisper the diarizer's core once diarization is done).
+        pipeline hands whisper the diarizer's core once diarization is done). ``channel``
+        picks one channel of a multichannel file instead of the mix.
 
         ``prompt``: text whisper reads as if it came before every chunk (names, jargon,
         spelling, style). Each chunk is decoded without the previous one's text
@@ -718,7 +721,7 @@ class Transcriber:
         prompt = clean_prompt(prompt)
         duration = info(path).duration
         if regions is None:
-            regions, probs = self.speech_regions(path, duration)
+            regions, probs = self.speech_regions(path, duration, channel=channel)
         planner = ChunkPlanner(regions, probs, delay=self.lanes)
         total = planner.speech
         done = 0.0
@@ -740,7 +743,7 @@ class Transcriber:
                     # Until the language is known, one chunk at a time (the first one detects it).
                     lanes = 1 if lang is None else min(self.lanes, allowed)
                     while len(running) < lanes and planner.may_plan(completed) and (chunk := planner.next()):
-                        signal = self._chunk_signal(path, chunk)
+                        signal = self._chunk_signal(path, chunk, channel)
                         # the only chunk left (short files, the end of long ones) gets every thread
                         alone = not running and not planner.pending
                         n_threads = allowed if alone else max(1, allowed // lanes)
@@ -781,10 +784,10 @@ class Transcriber:
     # -- internals -----------------------------------------------------------------
 
     @staticmethod
-    def _chunk_signal(path: str | os.PathLike[str], chunk: Chunk) -> np.ndarray:
+    def _chunk_signal(path: str | os.PathLike[str], chunk: Chunk, channel: int | None = None) -> np.ndarray:
         out = np.zeros(int(math.ceil(chunk.length * SAMPLE_RATE)) + 1, np.float32)
         for p in chunk.pieces:
-            x = load(path, start=p.start, end=p.end)
+            x = load(path, start=p.start, end=p.end, channel=channel)
             i = int(round(p.packed * SAMPLE_RATE))
             x = x[: len(out) - i]
             out[i:i + len(x)] = x

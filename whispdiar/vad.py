@@ -90,11 +90,12 @@ class SileroVad:
         """Speech probability per 32 ms frame of a 16 kHz mono signal."""
         return self._probabilities_blocks([signal])
 
-    def file_probabilities(self, path: str | os.PathLike[str], cancel: EventLike | None = None) -> np.ndarray:
+    def file_probabilities(self, path: str | os.PathLike[str], cancel: EventLike | None = None,
+                           channel: int | None = None) -> np.ndarray:
         """Speech probability per 32 ms frame of a file, read in blocks (flat memory).
         Raises ``cancel.Cancelled`` soon after ``cancel`` is set."""
         block = self._lanes * _LANE_FRAMES * FRAME / SAMPLE_RATE
-        return self._probabilities_blocks(stream(path, block_seconds=block), cancel)
+        return self._probabilities_blocks(stream(path, block_seconds=block, channel=channel), cancel)
 
     def _probabilities_blocks(self, blocks: Iterable[np.ndarray], cancel: EventLike | None = None) -> np.ndarray:
         lane_len = _LANE_FRAMES * FRAME

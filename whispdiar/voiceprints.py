@@ -625,12 +625,7 @@ def analyse_sample(
     """
     src = Path(path)
     _check_span(src, start, end)
-    tmp = audio.decode_with_ffmpeg(src) if src.exists() and audio.needs_ffmpeg(src) else None
-    try:
-        x = audio.load(tmp or src, channel=channel, start=start or 0.0, end=end)
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+    x = audio.load(src, channel=channel, start=start or 0.0, end=end)
     span = f" ({start or 0:g}-{end:g} s)" if end is not None else (f" (from {start:g} s)" if start else "")
     where = f"{src}{span}"
     if float(np.max(np.abs(x))) < 1e-4:
