@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from helpers import models_installed
 
+from whispdiar.errors import UsageError
 from whispdiar.records import Result, Segment, Speaker, Turn, Word
 from whispdiar.stats import intersect, talk_time, union
 from whispdiar.writers import render
@@ -118,3 +123,15 @@ def test_json_speaker_records() -> None:
                                  "overlap_seconds")} == {
         "speech_share": 0.815, "turns": 2, "longest_turn_seconds": 13.0, "words": 11,
         "words_per_minute": 30.0, "overlap_seconds": 2.0}
+
+
+@pytest.mark.skipif(not models_installed("tiny.en", "segmentation-3.0", "campplus"), reason="needs `make models`")
+@pytest.mark.parametrize(("args", "message"), [
+    (["--tsv"], "--tsv applies to -f stats"),
+    (["-f", "txt", "--embed-audio"], "--embed-audio applies to -f html"),
+])
+def test_cli_option_without_its_format(args: list[str], message: str, data_dir: Path) -> None:
+    p = subprocess.run([sys.executable, "-m", "whispdiar.cli", "transcribe", "-m", "tiny.en",
+                        str(data_dir / "jfk.wav"), *args], capture_output=True, timeout=120)
+    assert p.returncode == UsageError.exit_code
+    assert p.stderr.decode().splitlines() == [f"whispdiar: error: {message}"] and p.stdout == b""
