@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import os
 from html import escape
 from pathlib import Path
@@ -153,7 +154,7 @@ def render_html(result: Result, audio_src: str | None = None, embedded: str | No
         who = (f'<span class="who" style="color:{colour.get(seg.speaker or "", PALETTE[-1])}">{_e(name)}</span>'
                if name else '<span class="who"></span>')
         lines.append(f'<li class="line" tabindex="0" data-start="{seg.start:.3f}" data-end="{seg.end:.3f}">'
-                     f'<span class="time">{stats.minutes(seg.start)}</span>{who}'
+                     f'<span class="time">{stats.minutes(math.floor(seg.start))}</span>{who}'
                      f'<span class="text">{_e(text)}</span></li>')
 
     if embedded is not None:
