@@ -40,7 +40,8 @@ def main() -> None:
         if args.line:
             driver.find_elements(By.CSS_SELECTOR, ".line")[args.line - 1].click()
             time.sleep(1.0)
-            driver.execute_script("document.getElementById('player').pause(); document.activeElement.blur()")
+            driver.execute_script("document.getElementById('player').pause(); document.activeElement.blur(); "
+                                  "window.scrollTo(0, 0)")
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(args.width, height + 100)
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
