@@ -6,7 +6,7 @@ WD     := $(VENV)/bin/whispdiar
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DATA   ?= ../shared/data
 
-.PHONY: setup whisper-native models demo test test-fast bench lint fuzz clean
+.PHONY: setup whisper-native models browser demo test test-fast bench lint fuzz clean
 
 setup: $(STAMP)
 
@@ -42,14 +42,25 @@ whisper-native:
 models: setup
 	$(WD) models fetch
 
+# Debian's chromium + chromedriver for the HTML report's browser tests (tests/test_report.py);
+# nothing to do when both are there. Needs root or sudo; without either those tests skip.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null; then \
+		echo "installing chromium and chromium-driver (Debian packages) for the report tests..."; \
+		S=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$S apt-get update -qq && $$S env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium chromium-driver >/dev/null; \
+	else echo "warning: no chromium and no root or sudo: the HTML report's browser tests will skip" >&2; fi
+
 demo: models
 	@$(WD) models fetch --quiet sample >/dev/null
 	$(WD) transcribe "$$($(WD) models path sample)"
 
-test: models
+test: models browser
 	$(PY) -m pytest -q
 
-test-fast: setup
+test-fast: setup browser
 	$(PY) -m pytest -q -m "not slow"
 
 # Diarization on AMI and on room / telephone / clean meetings rendered from a seed (about

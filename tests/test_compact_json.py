@@ -19,7 +19,7 @@ from helpers import models_installed
 from whispdiar.errors import OutputError, UsageError
 
 CLI = [sys.executable, "-m", "whispdiar.cli"]
-EVERY = {"txt", "json", "compact.json", "srt", "vtt", "tsv", "rttm"}
+EVERY = {"txt", "json", "compact.json", "srt", "vtt", "tsv", "rttm", "stats.txt", "stats.tsv", "html"}
 
 pytestmark = pytest.mark.skipif(not models_installed("tiny.en", "segmentation-3.0", "campplus"),
                                 reason="needs `make models`")

@@ -54,7 +54,7 @@ def parse_ts(s: str) -> float:
 
 
 def test_formats_registry():
-    assert set(FORMATS) == {"txt", "json", "json-compact", "srt", "vtt", "rttm", "tsv"}
+    assert set(FORMATS) == {"txt", "json", "json-compact", "srt", "vtt", "rttm", "tsv", "stats", "stats-tsv", "html"}
     with pytest.raises(UsageError):
         get_writer("docx")
 
@@ -62,7 +62,8 @@ def test_formats_registry():
 def test_txt_one_line_per_turn_with_clock_and_name():
     lines = render(make_result(), "txt").splitlines()
     assert lines[0] == "# speakers: Speaker 1 0.81, Jan Novák 0.73"  # each speaker's confidence
-    lines = lines[1:]
+    assert lines[1] == "# talk time: Speaker 1 18.5 s (94 %), Jan Novák 1.1 s (6 %); overlap 0.1 s"  # stats.py
+    lines = lines[2:]
     assert lines[0] == "[00:05.20] Speaker 1: Hello there, Anna."
     assert lines[1] == "[00:07.00] Jan Novák: Hi <Jan> & co."
     assert lines[3] == "[00:40.00] no word times here"  # unknown speaker: no name
@@ -72,7 +73,7 @@ def test_txt_one_line_per_turn_with_clock_and_name():
 def test_txt_hours():
     r = make_result()
     r.segments = [Segment(3725.5, 3726.0, "late", None, [])]
-    assert render(r, "txt").splitlines()[1:] == ["[1:02:05.50] late"]
+    assert render(r, "txt").splitlines()[2:] == ["[1:02:05.50] late"]
     r.speakers = []  # no diarization: no speakers line
     assert render(r, "txt") == "[1:02:05.50] late\n"
 
@@ -84,8 +85,10 @@ def test_json_schema():
     assert doc["duration"] == 3723.457 and doc["language"] == "en"
     assert doc["timings"] == {"asr": 1.235, "diarization": 0.5, "total": 1.9}
     sp = doc["speakers"][0]
-    assert sp == {"label": "SPEAKER_01", "name": "Speaker 1", "confidence": 0.812, "speech_seconds": 20.5,
-                  "enrolled": False}
+    assert {k: v for k, v in sp.items() if k in ("label", "name", "confidence", "speech_seconds", "enrolled")} == {
+        "label": "SPEAKER_01", "name": "Speaker 1", "confidence": 0.812, "speech_seconds": 20.5, "enrolled": False}
+    assert set(sp) - {"label", "name", "confidence", "speech_seconds", "enrolled"} == {  # talk time (test_stats.py)
+        "speech_share", "turns", "longest_turn_seconds", "words", "words_per_minute", "overlap_seconds"}
     seg = doc["segments"][0]
     assert set(seg) == {"start", "end", "speaker", "text", "words"}
     assert seg["speaker"] == "Speaker 1"

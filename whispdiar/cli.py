@@ -335,11 +335,14 @@ SpeakersDb = Annotated[Path | None, typer.Option("--speakers-db", help="Voicepri
 def transcribe(
     inputs: Inputs,
     fmt: Annotated[list[str] | None, typer.Option("--format", "-f", metavar="FMT",
-                                                  help="txt (default), json, json-compact, srt, vtt, tsv, rttm; "
-                                                  "repeatable; all (with --output-dir).")]
+                                                  help="txt (default), json, json-compact, srt, vtt, tsv, rttm, "
+                                                  "stats, html; repeatable; all (with --output-dir).")]
     = None,
     no_words: Annotated[bool, typer.Option("--no-words", help="Leave the words out of json and json-compact.")]
     = False,
+    tsv: Annotated[bool, typer.Option("--tsv", help="-f stats as TSV (file <stem>.stats.tsv).")] = False,
+    embed_audio: Annotated[bool, typer.Option("--embed-audio", help="-f html: put the recording into the page "
+                                              "(Opus, about 160 KB per minute) instead of linking to it.")] = False,
     output_dir: OutputDir = None,
     output: OutputFile = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Whisper model: a name from `whispdiar models list "
@@ -391,6 +394,8 @@ def transcribe(
 
       whispdiar transcribe meeting.wav --start 10:00 --end 15:30 -f json
 
+      whispdiar transcribe meeting.wav -f html -o meeting.html
+
       cat call.m4a | whispdiar transcribe - -f txt
     """
     from .pipeline import Pipeline
@@ -411,7 +416,8 @@ def transcribe(
         if not no_diarize:
             seg, emb = model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus")
         vad = _optional_model("silero-vad")
-        plan = plan_outputs(inputs, fmt or ["txt"], tuple(FORMATS), output_dir, output)
+        plan = plan_outputs(inputs, _report_formats(fmt or ["txt"], tsv, embed_audio), tuple(FORMATS),
+                            output_dir, output)
         with plan, ProgressReporter(enabled=not quiet) as rep, contextlib.ExitStack() as stack:
 
             def load() -> Processor:
@@ -440,13 +446,40 @@ def transcribe(
                         prompt=prompt, translate=translate, start=span.start, end=span.end))
                     for t in tasks.values():
                         rep.done(t)  # type: ignore[arg-type]
-                    return {f: render(result, f, words=not no_words, cue_limits=limits) for f in plan.formats}
+                    rendered = {f: render(result, f, words=not no_words, cue_limits=limits)
+                                for f in plan.formats if f != "html"}
+                    if "html" in plan.formats:
+                        rendered["html"] = _html(result, plan, source, display, embed_audio, channel)
+                    return rendered
 
                 return process
 
             _run_batch(plan, load, rep, channel)
     except WhispdiarError as e:
         raise _fail(e) from None
+
+
+def _report_formats(formats: list[str], tsv: bool, embed_audio: bool) -> list[str]:
+    """``--tsv`` turns ``-f stats`` into ``stats-tsv``; both options need their format."""
+    fmts = [f.lower() for f in formats]
+    if tsv and not {"stats", "all"} & set(fmts):
+        raise UsageError("--tsv applies to -f stats")
+    if embed_audio and not {"html", "all"} & set(fmts):
+        raise UsageError("--embed-audio applies to -f html")
+    return ["stats-tsv" if f == "stats" and tsv else f for f in fmts]
+
+
+def _html(result: Any, plan: OutputPlan, source: Path, display: str, embed: bool, channel: int | None) -> str:
+    """The HTML report: the recording linked relative to where the page goes, or embedded."""
+    from .report import audio_reference, embed_audio
+    from .writers import HtmlWriter
+
+    if embed:
+        return HtmlWriter(embedded=embed_audio(source, channel)).render(result)
+    if str(source) != display:  # standard input: a temporary copy, gone afterwards
+        return HtmlWriter(link_audio=False).render(result)
+    dest = next((i.destinations.get("html") for i in plan.items if i.display == display), None)
+    return HtmlWriter(audio_src=audio_reference(display, dest)).render(result)
 
 
 def _optional_model(name: str) -> Path | None:

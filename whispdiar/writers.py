@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import stats
 from .errors import OutputError, UsageError
 from .records import Result, Segment, Turn, Word
 from .rttm import format_rttm
@@ -93,12 +94,15 @@ def _speaker_legend(result: Result) -> str:
 
 class TxtWriter(Writer):
     """``[00:05.20] Anna: text`` -- one line per speaker turn (segment), after a
-    ``# speakers: Anna 0.82, Speaker 2 0.64`` line giving each speaker's confidence."""
+    ``# speakers: Anna 0.82, Speaker 2 0.64`` line giving each speaker's confidence and a
+    ``# talk time: Anna 1:02 (52 %), Speaker 2 0:57 (48 %); overlap 0:04`` line."""
 
     name = extension = "txt"
 
     def render(self, result: Result) -> str:
         lines = [f"# speakers: {_speaker_legend(result)}"] if result.speakers else []
+        if result.speakers:
+            lines.append(f"# talk time: {stats.summary_line(stats.talk_time(result))}")
         for s in result.segments:
             text = _one_line(s.text)
             if not text:
@@ -144,6 +148,7 @@ class JsonWriter(Writer):
     @staticmethod
     def document(result: Result, words: bool = True) -> dict:
         name = result.speaker_name
+        talk = {s.label: stats.json_fields(s) for s in stats.talk_time(result).speakers}
         return {
             "version": JSON_SCHEMA_VERSION,
             "audio": result.audio,
@@ -162,6 +167,7 @@ class JsonWriter(Writer):
                     "confidence": None if s.confidence is None else round(float(s.confidence), 3),
                     "speech_seconds": _t(s.speech_seconds),
                     "enrolled": s.enrolled,
+                    **talk[s.label],  # talk-time statistics (whispdiar/stats.py)
                 }
                 for s in result.speakers
             ],
@@ -433,10 +439,55 @@ class VttWriter(Writer):
         return "\n\n".join(blocks) + "\n"
 
 
+# ----------------------------------------------------------------------------- stats / html
+
+
+class StatsWriter(Writer):
+    """Talk time per speaker (whispdiar/stats.py): an aligned plain table."""
+
+    name = "stats"
+    extension = "stats.txt"
+    tsv = False
+
+    def render(self, result: Result) -> str:
+        return stats.table(stats.talk_time(result), tsv=self.tsv)
+
+
+class StatsTsvWriter(StatsWriter):
+    """The talk-time table as TSV (``-f stats --tsv``)."""
+
+    name = "stats-tsv"
+    extension = "stats.tsv"
+    tsv = True
+
+
+class HtmlWriter(Writer):
+    """A self-contained HTML report (whispdiar/report.py). ``audio_src``: the URL of the
+    recording as seen from the HTML file (default: ``result.audio`` relative to the current
+    directory; none with ``link_audio=False``); ``embedded``: a ``data:`` URI of the
+    recording (``report.embed_audio``), used instead of a link."""
+
+    name = extension = "html"
+
+    def __init__(self, audio_src: str | None = None, embedded: str | None = None, link_audio: bool = True):
+        self.audio_src = audio_src
+        self.embedded = embedded
+        self.link_audio = link_audio
+
+    def render(self, result: Result) -> str:
+        from . import report
+
+        src = self.audio_src
+        if src is None and self.link_audio and result.audio not in ("", "-", "stdin"):
+            src = report.audio_reference(result.audio, None)
+        return report.render_html(result, audio_src=src if self.link_audio else None, embedded=self.embedded)
+
+
 # ----------------------------------------------------------------------------- registry
 
 WRITERS: dict[str, type[Writer]] = {
-    w.name: w for w in (TxtWriter, JsonWriter, CompactJsonWriter, SrtWriter, VttWriter, RttmWriter, TsvWriter)
+    w.name: w for w in (TxtWriter, JsonWriter, CompactJsonWriter, SrtWriter, VttWriter, RttmWriter, TsvWriter,
+                        StatsWriter, StatsTsvWriter, HtmlWriter)
 }
 FORMATS = tuple(WRITERS)
 EXTENSIONS = {name: w.extension for name, w in WRITERS.items()}  # json-compact -> compact.json
