@@ -38,6 +38,7 @@ from .cancel import Cancelled as _StageCancelled
 from .confidence import speaker_confidence
 from .naming import speaker_records
 from .records import Result, Timings
+from .speakers.source import fingerprint
 from .transcription import Transcriber, Transcript
 from .vad import SileroVad
 
@@ -296,6 +297,7 @@ class Pipeline:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
         result = self._assemble(display_name or str(path), transcript, outcome.result if do_diar else None)
+        result.source = fingerprint(src)  # what `enroll --from` checks the audio against
         result.timings = Timings(round(asr_seconds, 3), outcome.seconds if do_diar else None,
                                  round(time.perf_counter() - t_start, 3))
         return result
@@ -343,6 +345,9 @@ class Pipeline:
         named = dict(self.namer(diar)) if self.namer is not None else {}
         # how likely each anonymous speaker is a distinct real voice (whispdiar.confidence)
         conf: dict[str, float | None] = dict(speaker_confidence(diar.centroids, diar.turns))
+        remember = getattr(self.namer, "remember", None)  # speaker memory (whispdiar.speakers.memory)
+        if remember is not None:
+            named.update(remember(diar, named, conf, name))
         reserved = getattr(self.namer, "names", ())  # every enrolled name, shown or not
         speakers = speaker_records(list(diar.turns), named, reserved, segments, conf)
         return Result(name, transcript.duration, transcript.language, segments, speakers, list(diar.turns),
