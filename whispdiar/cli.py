@@ -442,7 +442,7 @@ def _optional_model(name: str) -> Path | None:
 
 
 def _namer(model_id: str, db: Path | None, threshold: float | None, rep: ProgressReporter,
-           remember: bool | None = False) -> object:
+           remember: bool | None = None) -> object:
     from .paths import speakers_db_path
     from .voiceprints import VoiceprintNamer
 

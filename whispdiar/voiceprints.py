@@ -828,7 +828,7 @@ class VoiceprintNamer:
         merge_threshold: float = DEFAULT_MERGE_THRESHOLD,
         steer: bool = True,
         warn: Warn | None = None,
-        remember: bool | None = False,
+        remember: bool | None = None,
     ):
         self.threshold = threshold
         self.merge_threshold = merge_threshold

@@ -171,9 +171,12 @@ def enroll_from_result(
     result = load_result(result_path)
     who = result.find(speaker)
     if who.enrolled and who.name.casefold() != name.casefold():
-        hint = (f"name it with: whispdiar speakers rename '{who.name}' '{name}'" if is_anonymous_name(who.name)
-                else "enrolling that voice as another person would mix two voices")
-        raise VoiceprintError(f"'{who.name}' in {result.path} was recognised from the speaker database; {hint}")
+        remembered = is_anonymous_name(who.name)
+        # A remembered voice renamed or forgotten since the result was made is no obstacle.
+        if not remembered or any(s.anonymous and s.name.casefold() == who.name.casefold() for s in store.speakers()):
+            hint = (f"name it with: whispdiar speakers rename '{who.name}' '{name}'" if remembered
+                    else "enrolling that voice as another person would mix two voices")
+            raise VoiceprintError(f"'{who.name}' in {result.path} was recognised from the speaker database; {hint}")
     wav = locate_audio(result, audio_path)
     stretches, left_out = solo_spans(result.turns, who.label, min_stretch)
     clean = seconds(stretches)
