@@ -261,6 +261,7 @@ def main() -> None:
                     help="--memory: one utterance per reader, for voices heard once")
     ap.add_argument("--recordings", type=int, default=12, help="--memory: recordings in the series")
     ap.add_argument("--series-minutes", type=float, default=1.5, help="--memory: length of each recording")
+    ap.add_argument("--no-steer", action="store_true", help="--memory: no split/merge steering by voiceprints")
     args = ap.parse_args()
     if args.memory:
         memory_series(args)
@@ -494,7 +495,8 @@ def memory_series(args: argparse.Namespace) -> None:
     db.unlink(missing_ok=True)
     stored: dict[str, str] = {}  # voice -> its entry's name
     tally = {"recurring_time": 0.0, "recurring_own": 0.0, "recurring_other": 0.0, "recurring_unlabelled": 0.0,
-             "once_time": 0.0, "once_existing": 0.0, "duplicates": 0, "entries": 0, "guest_entries": 0}
+             "once_time": 0.0, "once_existing": 0.0, "once_confused": 0.0, "duplicates": 0, "entries": 0,
+             "guest_entries": 0}
     target: list[float] = []
     impostor: list[float] = []
     new_conf: list[float] = []
@@ -516,7 +518,8 @@ def memory_series(args: argparse.Namespace) -> None:
         duration = len(x) / SR
 
         t0 = time.perf_counter()
-        namer = VoiceprintNamer(db, model_id, threshold=args.threshold, warn=lambda m: None, remember=True)
+        namer = VoiceprintNamer(db, model_id, threshold=args.threshold, warn=lambda m: None, remember=True,
+                                steer=not args.no_steer)
         before = set(namer.voiceprints)
         diar = diarizer(wav, relabel=namer.relabel)
         matches = dict(namer(diar))
@@ -547,6 +550,7 @@ def memory_series(args: argparse.Namespace) -> None:
                 stored.setdefault(v, name)
         shown = display_names(diar.turns, matches, namer.names)
         hyp = [Turn(t.start, t.end, shown[t.speaker]) for t in diar.exclusive]
+        majority = {shown[label]: majority_speaker(diar.exclusive, ref, label) for label in diar.speakers}
         # score: reference single-speaker frames
         n = int(np.ceil(duration / HOP)) + 1
         ref_spk = sorted({t.speaker for t in ref})
@@ -565,6 +569,8 @@ def memory_series(args: argparse.Namespace) -> None:
             labels = [hyp_names[g] if g >= 0 else None for g in mine]
             if v.startswith("g"):
                 existing = sum(1 for lab in labels if lab in before) * HOP
+                # diarization confusion: in a cluster that is mostly somebody else, whatever its label
+                tally["once_confused"] += sum(1 for lab in labels if lab is not None and majority[lab] != spk) * HOP
                 tally["once_time"] += secs
                 tally["once_existing"] += existing
                 row["once"][0] += secs
@@ -623,6 +629,8 @@ def memory_markdown(o: dict) -> str:
         f"| recurring voices: speech with no stored label | {100 * t['recurring_unlabelled'] / rt:.1f} % |",
         f"| voices heard once: speech with an existing label | **{100 * once:.2f} %** of "
         f"{t['once_time'] / 60:.1f} min |",
+        f"| voices heard once: speech in a cluster that is mostly another voice (diarization confusion, "
+        f"whatever the label) | {100 * t['once_confused'] / max(t['once_time'], 1e-9):.2f} % |",
         f"| entries created (of them guests, heard once) | {t['entries']} ({t['guest_entries']}) |",
         f"| duplicate entries (a recurring voice not recognised) | {t['duplicates']} |",
         f"| lowest confidence of a new entry | {o['new_confidence_min'] or 0:.3f} |",
