@@ -36,6 +36,7 @@ from .alignment import AlignConfig, align
 from .cancel import AnyEvent
 from .cancel import Cancelled as _StageCancelled
 from .confidence import speaker_confidence
+from .errors import WhispdiarError
 from .naming import speaker_records
 from .records import Result, Timings
 from .speakers.source import fingerprint
@@ -297,7 +298,10 @@ class Pipeline:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
         result = self._assemble(display_name or str(path), transcript, outcome.result if do_diar else None)
-        result.source = fingerprint(src)  # what `enroll --from` checks the audio against
+        try:
+            result.source = fingerprint(src)  # what `enroll --from` checks the audio against
+        except WhispdiarError:
+            result.source = None  # gone since it was read: the result is still good
         result.timings = Timings(round(asr_seconds, 3), outcome.seconds if do_diar else None,
                                  round(time.perf_counter() - t_start, 3))
         return result
