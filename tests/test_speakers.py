@@ -125,6 +125,7 @@ def _dump(db: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- the result's audio
+@pytest.mark.slow
 def test_json_result_records_its_audio(result_a: tuple[Path, dict], meetings: dict) -> None:
     doc = json.loads(result_a[0].read_text())
     wav = meetings["a"][0]
@@ -139,6 +140,7 @@ def test_solo_spans_leave_out_overlap_and_short_stretches() -> None:
 
 
 # --------------------------------------------------------------------------- enroll --from
+@pytest.mark.slow
 def test_enroll_from_json_then_recognised_by_name(result_a: tuple[Path, dict], meetings: dict,
                                                   diarizer: Diarizer, tmp_path: Path) -> None:
     path, names = result_a
@@ -164,6 +166,7 @@ def test_enroll_from_json_then_recognised_by_name(result_a: tuple[Path, dict], m
     assert list(named) == ["jan"] and named["jan"].name == "Bob" and named["jan"].confidence > 0.6, matches
 
 
+@pytest.mark.slow
 def test_enroll_from_rttm_with_its_audio(result_a: tuple[Path, dict], meetings: dict, diarizer: Diarizer,
                                          tmp_path: Path) -> None:
     doc = json.loads(result_a[0].read_text())
@@ -179,6 +182,7 @@ def test_enroll_from_rttm_with_its_audio(result_a: tuple[Path, dict], meetings: 
         assert r.speech_seconds > 8 and store.speakers()[0].name == "Anna"
 
 
+@pytest.mark.slow
 def test_enroll_from_result_refusals(result_a: tuple[Path, dict], diarizer: Diarizer, tmp_path: Path) -> None:
     path, names = result_a
     db = tmp_path / "speakers.db"
@@ -216,6 +220,7 @@ def test_enroll_from_result_refusals(result_a: tuple[Path, dict], diarizer: Diar
             load_result(p)
 
 
+@pytest.mark.slow
 def test_cli_enroll_from_json(result_a: tuple[Path, dict], meetings: dict, tmp_path: Path) -> None:
     src, names = result_a
     wav = tmp_path / "meeting.wav"
@@ -282,6 +287,7 @@ def remembered(meetings: dict, diarizer: Diarizer, tmp_path_factory: pytest.Temp
     return out
 
 
+@pytest.mark.slow
 def test_remember_then_the_next_recording_uses_the_same_labels(remembered: dict) -> None:
     assert remembered["new_a"] == {"jan": "Unknown 1", "anna": "Unknown 2"} or \
         remembered["new_a"] == {"jan": "Unknown 2", "anna": "Unknown 1"}, remembered
@@ -296,6 +302,7 @@ def test_remember_then_the_next_recording_uses_the_same_labels(remembered: dict)
         assert s.samples <= memory.SAMPLES_PER_ENTRY and s.embeddings <= 2 * memory.EMBEDDINGS_PER_HEARING
 
 
+@pytest.mark.slow
 def test_cli_rename_merge_list_forget(remembered: dict, tmp_path: Path) -> None:
     db = _copy_db(remembered["db"], tmp_path)
     args = ("--speakers-db", str(db))
@@ -322,6 +329,7 @@ def test_cli_rename_merge_list_forget(remembered: dict, tmp_path: Path) -> None:
     assert [(r[0], r[4], r[7]) for r in rows] == [("Bob", "enrolled", "4")]
 
 
+@pytest.mark.slow
 def test_forget_unknown_by_age_and_the_setting(tmp_path: Path, remembered: dict) -> None:
     db = _copy_db(remembered["db"], tmp_path)
     with VoiceprintStore(db) as store:
@@ -405,6 +413,7 @@ def test_old_database_is_migrated_in_place(tmp_path: Path) -> None:
         assert set(store.voiceprints(MODEL).voiceprints) == {"Jan"}
 
 
+@pytest.mark.slow
 def test_cli_transcribe_remembers_by_the_database_setting(remembered: dict, meetings: dict, tmp_path: Path,
                                                           whisper_tiny_en_path: Path) -> None:
     db = _copy_db(remembered["db"], tmp_path)
