@@ -16,7 +16,12 @@
    the cluster's truth being its majority reference speaker).
 6. Timing: VoiceprintNamer load + naming + relabel with 50 enrolled speakers.
 
+``--memory``: only the speaker-memory series instead (``memory_series``): recordings
+processed in order with remembering on, as ``transcribe --remember`` does (diarize with
+the namer's steering, name, remember), some voices recurring and some heard once.
+
     python scripts/bench_voiceprints.py --markdown /tmp/vp.md
+    python scripts/bench_voiceprints.py --memory --recordings 12 --markdown /tmp/memory.md
 """
 
 from __future__ import annotations
@@ -253,7 +258,16 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--memory", action="store_true", help="run the speaker-memory series only")
+    ap.add_argument("--guests", type=Path, default=Path("/work/shared/data/librispeech-train-clean-100"),
+                    help="--memory: one utterance per reader, for voices heard once")
+    ap.add_argument("--recordings", type=int, default=12, help="--memory: recordings in the series")
+    ap.add_argument("--series-minutes", type=float, default=1.5, help="--memory: length of each recording")
+    ap.add_argument("--no-steer", action="store_true", help="--memory: no split/merge steering by voiceprints")
     args = ap.parse_args()
+    if args.memory:
+        memory_series(args)
+        return
 
     seg = args.segmentation or default_model("segmentation-3.0", "segmentation-3.0.onnx")
     emb = args.embedding or default_model("campplus", "campplus_cn_en_common.onnx")
@@ -442,6 +456,207 @@ def main() -> None:
         args.markdown.write_text(md)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=str))
+
+
+# ----------------------------------------------------------------------------- speaker memory
+def _load_voice(mm, vad, name: str, files: list[Path]):  # noqa: ANN001, ANN202
+    utts, probs = [], []
+    for f in files:
+        x, _ = sf.read(f, dtype="float32")
+        utts.append(x / max(1e-4, float(np.sqrt(np.mean(x**2)))) * 0.05)
+        probs.append(vad.probabilities(x))
+    return mm.Voice(name, utts, probs)
+
+
+def memory_series(args: argparse.Namespace) -> None:
+    """Recordings in order, remembering on: do recurring voices get their stored label,
+    and do voices heard once stay clear of existing labels?
+
+    Regulars: the readers of --source (10 utterances each); each recording has 2-3 of
+    them, each with 3 of its utterances (taken in turn, so consecutive appearances use
+    different ones), plus 1 guest from --guests (one utterance, a reader never heard
+    again). A voice's stored label is the entry created from the cluster whose
+    reference majority it is, the first time that happens; scored on its speech in the
+    later recordings (reference single-speaker time, 10 ms frames).
+    """
+    from whispdiar.confidence import speaker_confidence
+    from whispdiar.speakers import memory
+    from whispdiar.vad import SileroVad
+
+    seg = args.segmentation or default_model("segmentation-3.0", "segmentation-3.0.onnx")
+    emb = args.embedding or default_model("campplus", "campplus_cn_en_common.onnx")
+    work = args.work or Path(tempfile.mkdtemp(prefix="wd-memory-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    mm = load_make_meetings()
+    t_start = time.perf_counter()
+    diarizer = Diarizer(seg, emb, threads=args.threads)
+    model_id = embedding_model_id(diarizer)
+    vad = SileroVad(mm.default_vad(), threads=1)
+    rng = np.random.default_rng(args.seed)
+    regulars = {d.name: sorted(d.glob("*.flac")) for d in sorted(args.source.iterdir()) if d.is_dir()}
+    guest_files = sorted(args.guests.glob("*.flac"))
+    guest_files = [guest_files[i] for i in rng.permutation(len(guest_files))[: args.recordings]]
+    used = dict.fromkeys(regulars, 0)
+    db = work / "speakers.db"
+    db.unlink(missing_ok=True)
+    stored: dict[str, str] = {}  # voice -> its entry's name
+    tally = {"recurring_time": 0.0, "recurring_own": 0.0, "recurring_other": 0.0, "recurring_unlabelled": 0.0,
+             "once_time": 0.0, "once_existing": 0.0, "once_confused": 0.0, "duplicates": 0, "entries": 0,
+             "guest_entries": 0}
+    target: list[float] = []
+    impostor: list[float] = []
+    new_conf: list[float] = []
+    rows = []
+    diar_seconds = 0.0
+    for i in range(args.recordings):
+        k = int(rng.integers(2, 4))
+        names = [str(n) for n in rng.choice(sorted(regulars), size=k, replace=False)]
+        voices = []
+        for n in names:
+            files = [regulars[n][(used[n] + j) % len(regulars[n])] for j in range(3)]
+            used[n] += 3
+            voices.append(_load_voice(mm, vad, n, files))
+        guest = f"g{guest_files[i].stem.split('-')[0]}"
+        voices.append(_load_voice(mm, vad, guest, [guest_files[i]]))
+        x, ref = mm.meeting(voices, len(voices), args.series_minutes, np.random.default_rng(rng.integers(2**32)))
+        wav = work / f"rec{i:02d}.wav"
+        sf.write(wav, x, SR, subtype="PCM_16")
+        duration = len(x) / SR
+
+        t0 = time.perf_counter()
+        namer = VoiceprintNamer(db, model_id, threshold=args.threshold, warn=lambda m: None, remember=True,
+                                steer=not args.no_steer)
+        before = set(namer.voiceprints)
+        diar = diarizer(wav, relabel=namer.relabel)
+        matches = dict(namer(diar))
+        conf = speaker_confidence(diar.centroids, diar.turns)
+        # similarity of each cluster to each remembered entry, by the truth of both
+        owner = {name: v for v, name in stored.items()}
+        for label in diar.speakers:
+            truth = majority_speaker(diar.exclusive, ref, label)
+            for name, vp in namer.voiceprints.items():
+                if name in owner:
+                    sim = float(similarities(diar.centroids[label][None], [vp])[0, 0])
+                    (target if truth == f"spk{owner[name]}" else impostor).append(sim)
+        new = namer.remember(diar, matches, conf, str(wav))
+        diar_seconds += time.perf_counter() - t0
+        matches.update(new)
+        for label, (name, _) in new.items():
+            truth = majority_speaker(diar.exclusive, ref, label)
+            new_conf.append(conf[label])
+            tally["entries"] += 1
+            if truth is None:
+                continue
+            v = truth[3:]
+            if v.startswith("g"):
+                tally["guest_entries"] += 1
+            if v in stored:
+                tally["duplicates"] += 1  # a recurring voice not recognised: a second entry
+            else:
+                stored.setdefault(v, name)
+        shown = display_names(diar.turns, matches, namer.names)
+        hyp = [Turn(t.start, t.end, shown[t.speaker]) for t in diar.exclusive]
+        majority = {shown[label]: majority_speaker(diar.exclusive, ref, label) for label in diar.speakers}
+        # score: reference single-speaker frames
+        n = int(np.ceil(duration / HOP)) + 1
+        ref_spk = sorted({t.speaker for t in ref})
+        r = frames(ref, n, ref_spk)
+        single = r.sum(axis=1) == 1
+        who = np.where(single, np.argmax(r, axis=1), -1)
+        hyp_names = sorted({t.speaker for t in hyp})
+        h = frames(hyp, n, hyp_names)
+        got = np.where(h.any(axis=1), np.argmax(h, axis=1), -1)
+        row = {"rec": wav.stem, "voices": ",".join(v.name for v in voices), "minutes": duration / 60, "new": [],
+               "recurring": [0.0, 0.0], "once": [0.0, 0.0]}
+        for j, spk in enumerate(ref_spk):
+            v = spk[3:]
+            mine = got[who == j]
+            secs = len(mine) * HOP
+            labels = [hyp_names[g] if g >= 0 else None for g in mine]
+            if v.startswith("g"):
+                existing = sum(1 for lab in labels if lab in before) * HOP
+                # diarization confusion: in a cluster that is mostly somebody else, whatever its label
+                tally["once_confused"] += sum(1 for lab in labels if lab is not None and majority[lab] != spk) * HOP
+                tally["once_time"] += secs
+                tally["once_existing"] += existing
+                row["once"][0] += secs
+                row["once"][1] += existing
+            elif v in stored and stored[v] in before:  # its entry existed before this recording
+                own = sum(1 for lab in labels if lab == stored[v]) * HOP
+                other = sum(1 for lab in labels if lab in before and lab != stored[v]) * HOP
+                tally["recurring_time"] += secs
+                tally["recurring_own"] += own
+                tally["recurring_other"] += other
+                tally["recurring_unlabelled"] += secs - own - other
+                row["recurring"][0] += secs
+                row["recurring"][1] += own
+        row["new"] = sorted(f"{name}={majority_speaker(diar.exclusive, ref, label)}" for label, (name, _) in
+                            new.items())
+        rows.append(row)
+        print(f"{wav.stem}: {row}", file=sys.stderr)
+    with VoiceprintStore(db) as store:
+        infos = store.speakers()
+    out = {
+        "model_id": model_id, "threshold": args.threshold, "min_seconds": memory.MIN_SECONDS,
+        "min_confidence": memory.MIN_CONFIDENCE, "update_similarity": memory.UPDATE_SIMILARITY,
+        "recordings": args.recordings, "audio_minutes": sum(r["minutes"] for r in rows),
+        "tally": tally, "rows": rows, "entries_in_db": len(infos),
+        "sweep": sweep(np.array(target), np.array(impostor), [round(t, 2) for t in np.arange(0.3, 0.81, 0.05)])
+        if target and impostor else [],
+        "trials": (len(target), len(impostor)),
+        "target_min": min(target) if target else None, "impostor_max": max(impostor) if impostor else None,
+        "new_confidence_min": min(new_conf) if new_conf else None,
+        "seconds": time.perf_counter() - t_start, "diarize_name_remember_seconds": diar_seconds,
+    }
+    md = memory_markdown(out)
+    print(md)
+    if args.markdown:
+        args.markdown.write_text(md)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, default=str))
+
+
+def memory_markdown(o: dict) -> str:
+    t = o["tally"]
+    rec = t["recurring_own"] / max(t["recurring_time"], 1e-9)
+    once = t["once_existing"] / max(t["once_time"], 1e-9)
+    rt = max(t["recurring_time"], 1e-9)
+    lines = [
+        f"Embedding model `{o['model_id']}`, naming threshold {o['threshold']}; remembered when >= "
+        f"{o['min_seconds']:g} s of single-speaker speech and confidence >= {o['min_confidence']}; "
+        f"{o['recordings']} recordings, {o['audio_minutes']:.1f} min of audio; machine time {o['seconds']:.0f} s "
+        f"(diarize + name + remember {o['diarize_name_remember_seconds']:.0f} s).",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| recurring voices: speech with their stored label | **{100 * rec:.1f} %** of "
+        f"{t['recurring_time'] / 60:.1f} min |",
+        f"| recurring voices: speech with another stored label | {100 * t['recurring_other'] / rt:.1f} % |",
+        f"| recurring voices: speech with no stored label | {100 * t['recurring_unlabelled'] / rt:.1f} % |",
+        f"| voices heard once: speech with an existing label | **{100 * once:.2f} %** of "
+        f"{t['once_time'] / 60:.1f} min |",
+        f"| voices heard once: speech in a cluster that is mostly another voice (diarization confusion, "
+        f"whatever the label) | {100 * t['once_confused'] / max(t['once_time'], 1e-9):.2f} % |",
+        f"| entries created (of them guests, heard once) | {t['entries']} ({t['guest_entries']}) |",
+        f"| duplicate entries (a recurring voice not recognised) | {t['duplicates']} |",
+        f"| lowest confidence of a new entry | {o['new_confidence_min'] or 0:.3f} |",
+        "",
+        f"Cluster vs remembered entry: {o['trials'][0]} target / {o['trials'][1]} impostor trials; lowest target "
+        f"{o['target_min']}, highest impostor {o['impostor_max']}.",
+        "",
+        "| threshold | target accept | impostor accept |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {th:.2f} | {100 * a:.1f} % | {100 * b:.1f} % |" for th, a, b in o["sweep"]]
+    lines += ["", "| recording | voices (g = heard once) | min | new entries (= majority voice) "
+              "| recurring: own label | once: existing label |", "|---|---|---|---|---|---|"]
+    for r in o["rows"]:
+        a, b = r["recurring"]
+        rc = f"{100 * b / a:.0f} % of {a:.0f} s" if a else "-"
+        on = f"{100 * r['once'][1] / r['once'][0]:.1f} % of {r['once'][0]:.0f} s" if r["once"][0] else "-"
+        new = ", ".join(r["new"]) or "-"
+        lines.append(f"| {r['rec']} | {r['voices']} | {r['minutes']:.1f} | {new} | {rc} | {on} |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(o: dict, per_meeting: list) -> str:

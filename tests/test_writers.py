@@ -80,8 +80,9 @@ def test_txt_hours():
 
 def test_json_schema():
     doc = json.loads(render(make_result(), "json"))
-    assert set(doc) == {"version", "audio", "duration", "language", "models", "timings", "speakers", "segments",
-                        "turns"}
+    assert set(doc) == {"version", "audio", "source", "duration", "language", "models", "timings", "speakers",
+                        "segments", "turns"}
+    assert doc["source"] is None  # no file behind this result (tests/test_speakers.py checks a real one)
     assert doc["duration"] == 3723.457 and doc["language"] == "en"
     assert doc["timings"] == {"asr": 1.235, "diarization": 0.5, "total": 1.9}
     sp = doc["speakers"][0]

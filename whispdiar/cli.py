@@ -359,6 +359,10 @@ def transcribe(
                                                     help="Similarity needed to name an enrolled speaker.")]
     = None,
     no_names: Annotated[bool, typer.Option("--no-names", help="Do not name enrolled speakers.")] = False,
+    remember: Annotated[bool | None, typer.Option(
+        "--remember/--no-remember", help="Remember unknown voices as 'Unknown N' for later recordings "
+        "[default: the database's setting, `whispdiar speakers config remember on|off`].", show_default=False)]
+    = None,
     channel: Channel = None,
     prompt: Annotated[str | None, typer.Option(
         "--prompt", metavar="TEXT", help="Text whisper reads before every chunk: names, jargon, spelling, style.")]
@@ -427,7 +431,7 @@ def transcribe(
                 rep.done(task)
                 namer = None
                 if pipeline.embedding_model_id is not None and not no_names:
-                    namer = _namer(pipeline.embedding_model_id, speakers_db, threshold, rep)
+                    namer = _namer(pipeline.embedding_model_id, speakers_db, threshold, rep, remember)
                     pipeline.namer = namer
 
                 def process(source: Path, display: str) -> dict[str, str]:
@@ -444,6 +448,8 @@ def transcribe(
                         display_name=display, cancel=cancel, channel=channel,
                         relabel=namer.relabel if namer is not None else None,
                         prompt=prompt, translate=translate, start=span.start, end=span.end))
+                    if Path(display) != source:  # stdin arrives as a temporary copy: no file to record
+                        result.source = None
                     for t in tasks.values():
                         rep.done(t)  # type: ignore[arg-type]
                     rendered = {f: render(result, f, words=not no_words, cue_limits=limits)
@@ -490,24 +496,33 @@ def _optional_model(name: str) -> Path | None:
         return None
 
 
-def _namer(model_id: str, db: Path | None, threshold: float | None, rep: ProgressReporter) -> object:
+def _namer(model_id: str, db: Path | None, threshold: float | None, rep: ProgressReporter,
+           remember: bool | None = None) -> object:
     from .paths import speakers_db_path
     from .voiceprints import VoiceprintNamer
 
     kwargs = {} if threshold is None else {"threshold": threshold}
-    return VoiceprintNamer(db or speakers_db_path(), model_id, warn=rep.log, **kwargs)
+    return VoiceprintNamer(db or speakers_db_path(), model_id, warn=rep.log, remember=remember, **kwargs)
 
 
 # --- enroll / speakers ---------------------------------------------------------------------
 
-speakers_app = typer.Typer(help="List, rename and remove enrolled speakers.", no_args_is_help=True)
+speakers_app = typer.Typer(help="List, rename, merge and remove speakers; remembered unknown voices; settings.",
+                           no_args_is_help=True)
 app.add_typer(speakers_app, name="speakers")
 
 
 @app.command()
 def enroll(
     name: Annotated[str, typer.Argument(help="The speaker's name, as it should appear in transcripts.")],
-    samples: Annotated[list[Path], typer.Argument(help="Audio samples of this speaker alone.", metavar="AUDIO...")],
+    samples: Annotated[list[Path] | None, typer.Argument(help="Audio samples of this speaker alone.",
+                                                         metavar="[AUDIO...]", show_default=False)] = None,
+    from_result: Annotated[Path | None, typer.Option(
+        "--from", help="A result (-f json, or .rttm with --audio): enroll from a speaker's turns in it.")] = None,
+    speaker: Annotated[str | None, typer.Option(
+        "--speaker", help="With --from: the speaker, by shown name (\"Speaker 2\") or label (SPEAKER_01).")] = None,
+    audio_file: Annotated[Path | None, typer.Option(
+        "--audio", help="With --from: the result's audio (required for RTTM; for JSON if it moved).")] = None,
     start: Annotated[float | None, typer.Option("--start", min=0.0, help="Use the sample from this second.")]
     = None,
     end: Annotated[float | None, typer.Option("--end", min=0.0, help="Use the sample up to this second.")] = None,
@@ -529,6 +544,10 @@ def enroll(
       whispdiar enroll Jan jan1.wav jan2.flac
 
       whispdiar enroll Anna meeting.wav --start 12.5 --end 31
+
+      whispdiar enroll Bob --from meeting.json --speaker "Speaker 2"
+
+      whispdiar enroll Bob --from meeting.rttm --audio meeting.wav --speaker SPEAKER_01
     """
     from .diarization import Diarizer
     from .paths import speakers_db_path
@@ -547,6 +566,12 @@ def enroll(
         rep.log(f"{item.source}: {item.speech_seconds:.1f} s of speech ({n} voiceprint window{'s' * (n != 1)})")
 
     try:
+        if from_result is not None or speaker is not None or audio_file is not None:
+            _enroll_from_result(name, samples, from_result, speaker, audio_file, start, end, channel,
+                                speakers_db, threads, rep)
+            return
+        if not samples:
+            raise UsageError("give audio samples of the speaker, or --from RESULT --speaker WHO")
         diarizer = Diarizer(model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus"),
                             threads=threads or _default_threads())
         with VoiceprintStore(speakers_db or speakers_db_path()) as store:
@@ -560,9 +585,44 @@ def enroll(
             + (f", {report.total_seconds:.1f} s in all" if report.stored_before else ""))
 
 
+def _enroll_from_result(name: str, samples: list[Path] | None, result: Path | None, speaker: str | None,
+                        audio_file: Path | None, start: float | None, end: float | None, channel: int | None,
+                        speakers_db: Path | None, threads: int | None, rep: ProgressReporter) -> None:
+    from .diarization import Diarizer
+    from .paths import speakers_db_path
+    from .speakers.from_result import enroll_from_result, load_result
+    from .voiceprints import VoiceprintStore, check_name
+
+    if result is None:
+        raise UsageError("--speaker and --audio go with --from RESULT")
+    if speaker is None:
+        raise UsageError("--from needs --speaker (a shown name such as \"Speaker 2\", or a label such as SPEAKER_01)")
+    if samples:
+        raise UsageError("give audio samples or --from, not both")
+    if start is not None or end is not None:
+        raise UsageError("--start/--end do not go with --from (the result's turns pick the speech)")
+    check_name(name)
+    load_result(result).find(speaker)  # a bad result or speaker fails before the models load
+    diarizer = Diarizer(model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus"),
+                        threads=threads or _default_threads())
+    with VoiceprintStore(speakers_db or speakers_db_path()) as store:
+        r = enroll_from_result(store, name, result, speaker, diarizer=diarizer, audio_path=audio_file,
+                               channel=channel)
+    rep.log(f"enrolled {r.name}: {r.speech_seconds:.1f} s of speech of '{r.speaker.name}' from {r.audio} "
+            f"({r.stretches} single-speaker stretch{'es' * (r.stretches != 1)}; {r.left_out_seconds:.1f} s "
+            f"overlapped or in stretches under 1 s left out)"
+            + (f", {r.total_seconds:.1f} s in all" if r.stored_before else ""))
+
+
+def _when(t: object) -> str:
+    return "-" if t is None else t.astimezone().isoformat(timespec="seconds")  # type: ignore[attr-defined]
+
+
 @speakers_app.command("list")
 def speakers_list(speakers_db: SpeakersDb = None) -> None:
-    """Enrolled speakers: name, samples, seconds of speech, when created (tab-separated)."""
+    """Speakers, tab-separated: name, samples, seconds of speech stored, created; then kind
+    (enrolled / unknown: a remembered voice), first and last heard, recordings it was heard
+    in, seconds of speech heard, the last recording ("-" where not known)."""
     from .paths import speakers_db_path
     from .voiceprints import VoiceprintStore
 
@@ -572,8 +632,87 @@ def speakers_list(speakers_db: SpeakersDb = None) -> None:
             return
         with VoiceprintStore(path, create=False) as store:
             for s in store.speakers():
-                sys.stdout.write(f"{s.name}\t{s.samples}\t{s.speech_seconds:.1f}\t"
-                                 f"{s.created.astimezone().isoformat(timespec='seconds')}\n")
+                sys.stdout.write(f"{s.name}\t{s.samples}\t{s.speech_seconds:.1f}\t{_when(s.created)}\t"
+                                 f"{'unknown' if s.anonymous else 'enrolled'}\t{_when(s.first_heard)}\t"
+                                 f"{_when(s.last_heard)}\t{s.recordings}\t{s.heard_seconds:.1f}\t"
+                                 f"{s.last_source or '-'}\n")
+    except WhispdiarError as e:
+        raise _fail(e) from None
+
+
+@speakers_app.command("merge")
+def speakers_merge(source: Annotated[str, typer.Argument(help="The entry to join into TARGET (it disappears).")],
+                   target: Annotated[str, typer.Argument(help="The entry that stays, with its name.")],
+                   speakers_db: SpeakersDb = None) -> None:
+    """Join two entries that are one person: SOURCE's samples and hearings go to TARGET.
+
+    Example: whispdiar speakers merge "Unknown 3" Bob
+    """
+    from .paths import speakers_db_path
+    from .speakers.memory import merge
+    from .voiceprints import VoiceprintStore
+
+    try:
+        with VoiceprintStore(speakers_db or speakers_db_path(), create=False) as store:
+            kept = merge(store, source, target)
+    except WhispdiarError as e:
+        raise _fail(e) from None
+    err.print(f"merged '{source.strip()}' into '{kept}'", markup=False)
+
+
+@speakers_app.command("forget-unknown")
+def speakers_forget_unknown(
+    older_than: Annotated[str | None, typer.Option(
+        "--older-than", help="Only those not heard for this long: 30d, 12h, 2w, ... [default: all].")] = None,
+    speakers_db: SpeakersDb = None,
+) -> None:
+    """Forget remembered unknown voices ("Unknown N"); named speakers stay."""
+    from .paths import speakers_db_path
+    from .speakers.memory import forget_unknown, parse_age
+    from .voiceprints import VoiceprintStore
+
+    try:
+        age = None if older_than is None else parse_age(older_than)
+        path = speakers_db or speakers_db_path()
+        gone: list[str] = []
+        if path.exists():
+            with VoiceprintStore(path, create=False) as store:
+                gone = forget_unknown(store, age)
+    except WhispdiarError as e:
+        raise _fail(e) from None
+    err.print(f"forgot {len(gone)} unknown voice{'s' * (len(gone) != 1)}" + (f": {', '.join(gone)}" if gone else ""),
+              markup=False)
+
+
+@speakers_app.command("config")
+def speakers_config(
+    key: Annotated[str | None, typer.Argument(help="Setting: remember.")] = None,
+    value: Annotated[str | None, typer.Argument(help="New value: on or off.")] = None,
+    speakers_db: SpeakersDb = None,
+) -> None:
+    """Show or change a database setting. `remember on`: transcribe remembers unknown voices
+    by default (as with --remember; --no-remember turns it off for one run)."""
+    from .paths import speakers_db_path
+    from .speakers.memory import SETTINGS, get_setting, set_setting, settings
+    from .voiceprints import VoiceprintStore
+
+    try:
+        path = speakers_db or speakers_db_path()
+        if value is None:
+            if key is not None and key not in SETTINGS:
+                raise UsageError(f"no setting '{key}' (settings: {', '.join(SETTINGS)})")
+            if not path.exists():
+                shown = {k: d for k, (d, _) in SETTINGS.items()}
+            else:
+                with VoiceprintStore(path, create=False) as store:
+                    shown = settings(store) if key is None else {key: get_setting(store, key)}
+            for k, v in shown.items():
+                if key is None or k == key:
+                    sys.stdout.write(f"{k}\t{v}\n")
+            return
+        assert key is not None
+        with VoiceprintStore(path) as store:
+            set_setting(store, key, value)
     except WhispdiarError as e:
         raise _fail(e) from None
 

@@ -247,6 +247,14 @@ def speaker_records(
     ]
 
 
+ANONYMOUS_PREFIX = "Unknown"  # remembered unknown voices are "Unknown 1", "Unknown 2", ...
+
+
+def is_anonymous_name(name: str) -> bool:
+    """True for names of remembered unknown voices ("Unknown 3"), which users cannot pick."""
+    return re.fullmatch(rf"(?i){ANONYMOUS_PREFIX}[ _]?\d+", name.strip()) is not None
+
+
 def is_placeholder(name: str) -> bool:
     """True for names of the form of anonymous labels ("Speaker 3", "SPEAKER_03")."""
     return re.fullmatch(r"(?i)speaker[ _]?\d+", name.strip()) is not None

@@ -36,9 +36,11 @@ from .alignment import AlignConfig, align
 from .cancel import AnyEvent
 from .cancel import Cancelled as _StageCancelled
 from .confidence import speaker_confidence
+from .errors import WhispdiarError
 from .naming import speaker_records
 from .records import Result, Timings
 from .spans import WHOLE, Span, clip_span, make_span, shift_result, span_to_tempfile
+from .speakers.source import fingerprint
 from .transcription import Transcriber, Transcript, check_beam_size
 from .vad import SileroVad
 
@@ -266,6 +268,7 @@ class Pipeline:
         src = Path(path)
         self.transcriber.check_language(language)  # bad options fail before any work
         self.transcriber.check_task(translate)
+        channel_picked = channel  # the file's channel the result comes from (recorded in its source)
         part = None  # the span's own file
         try:
             work = src  # any format: audio.py decodes it in-process, no temporary copy
@@ -320,6 +323,10 @@ class Pipeline:
         result = self._assemble(display_name or str(path), transcript, outcome.result if do_diar else None)
         shift_result(result, span.start)  # back to the file's time
         result.duration = file_duration
+        try:
+            result.source = fingerprint(src, channel_picked)  # what `enroll --from` checks the audio against
+        except WhispdiarError:
+            result.source = None  # gone since it was read: the result is still good
         result.timings = Timings(round(asr_seconds, 3), outcome.seconds if do_diar else None,
                                  round(time.perf_counter() - t_start, 3))
         return result
@@ -370,6 +377,9 @@ class Pipeline:
         named = dict(self.namer(diar)) if self.namer is not None else {}
         # how likely each anonymous speaker is a distinct real voice (whispdiar.confidence)
         conf: dict[str, float | None] = dict(speaker_confidence(diar.centroids, diar.turns))
+        remember = getattr(self.namer, "remember", None)  # speaker memory (whispdiar.speakers.memory)
+        if remember is not None:
+            named.update(remember(diar, named, conf, name))
         reserved = getattr(self.namer, "names", ())  # every enrolled name, shown or not
         speakers = speaker_records(list(diar.turns), named, reserved, segments, conf)
         return Result(name, transcript.duration, transcript.language, segments, speakers, list(diar.turns),

@@ -54,6 +54,16 @@ class Speaker:
     enrolled: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class AudioSource:
+    """Which file a result was made from: enough to find it again and to notice a change."""
+
+    path: str  # absolute
+    size: int  # bytes
+    sha256: str  # of the whole file (hex)
+    channel: int | None = None  # the channel transcribed, None = the mix
+
+
 @dataclass(slots=True)
 class Timings:
     asr: float | None = None
@@ -73,6 +83,7 @@ class Result:
     turns: list[Turn] = field(default_factory=list)  # diarization turns (with overlap)
     models: dict[str, str] = field(default_factory=dict)
     timings: Timings = field(default_factory=Timings)
+    source: AudioSource | None = None  # the audio file (None for stdin)
 
     def speaker_name(self, label: str | None) -> str | None:
         """Display name for a diarization label (None stays None)."""

@@ -47,6 +47,7 @@ from .naming import (
     DEFAULT_THRESHOLD,
     Match,
     Voiceprint,
+    is_anonymous_name,
     is_placeholder,
     name_speakers,
     steer_clustering,
@@ -131,11 +132,29 @@ def _m003_model_id_by_content(db: sqlite3.Connection) -> None:
     )
 
 
+def _m004_speaker_memory(db: sqlite3.Connection) -> None:
+    # Speaker memory (whispdiar.speakers.memory): anonymous entries ("Unknown 3"), where
+    # and when each was heard, and database-wide settings (``remember``).
+    db.execute("ALTER TABLE speakers ADD COLUMN anonymous INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        """CREATE TABLE appearances (
+            id INTEGER PRIMARY KEY,
+            speaker_id INTEGER NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
+            source TEXT NOT NULL,
+            heard TEXT NOT NULL,
+            speech_seconds REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX appearances_speaker ON appearances(speaker_id)")
+    db.execute("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
 # Append only: a migration, once released, is never edited or reordered.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("m001_create_tables", _m001_create_tables),
     ("m002_indexes", _m002_indexes),
     ("m003_model_id_by_content", _m003_model_id_by_content),
+    ("m004_speaker_memory", _m004_speaker_memory),
 ]
 
 
@@ -150,6 +169,14 @@ class SpeakerInfo:
     speech_seconds: float
     created: datetime
     model_ids: tuple[str, ...]  # embedding models of its samples (normally one)
+    anonymous: bool = False  # a remembered unknown voice ("Unknown 3"), not named yet
+    # Where it was heard (speaker memory, whispdiar.speakers.memory): first/last time,
+    # recordings, seconds of speech heard in all, the last recording.
+    first_heard: datetime | None = None
+    last_heard: datetime | None = None
+    recordings: int = 0
+    heard_seconds: float = 0.0
+    last_source: str | None = None
 
 
 @dataclass(slots=True)
@@ -235,6 +262,8 @@ def check_name(name: str) -> str:
     # would be indistinguishable from an unrecognised speaker.
     if is_placeholder(clean):
         raise VoiceprintError(f"'{clean}' is reserved for unrecognised speakers; pick another name")
+    if is_anonymous_name(clean):
+        raise VoiceprintError(f"'{clean}' is reserved for remembered unknown voices; pick another name")
     return clean
 
 
@@ -520,29 +549,48 @@ class VoiceprintStore:
                 raise VoiceprintError(f"no enrolled speaker named '{old.strip()}'")
             clash = db.execute("SELECT id, name FROM speakers WHERE name = ?", (new,)).fetchone()
             if clash is not None and clash[0] != row[0]:
-                raise VoiceprintError(f"a speaker named '{clash[1]}' is already enrolled")
-            db.execute("UPDATE speakers SET name = ? WHERE id = ?", (new, row[0]))
+                raise VoiceprintError(
+                    f"a speaker named '{clash[1]}' is already enrolled; to join the two: "
+                    f"whispdiar speakers merge {shlex.quote(old.strip())} {shlex.quote(clash[1])}"
+                )
+            # A remembered voice given a name is an enrolled speaker from then on.
+            db.execute("UPDATE speakers SET name = ?, anonymous = 0 WHERE id = ?", (new, row[0]))
 
     # ------------------------------------------------------------------- reads
     def speakers(self) -> list[SpeakerInfo]:
         """Every enrolled speaker, by name."""
         with self._errors():
             rows = self.db.execute(
-                """SELECT sp.name, sp.created, COUNT(DISTINCT sa.id), COALESCE(SUM(sa.speech_seconds), 0),
+                """SELECT sp.name, sp.created, COUNT(DISTINCT sa.id),
+                          (SELECT COALESCE(SUM(s3.speech_seconds), 0) FROM samples s3 WHERE s3.speaker_id = sp.id),
                           (SELECT COUNT(*) FROM embeddings e JOIN samples s2 ON e.sample_id = s2.id
                             WHERE s2.speaker_id = sp.id),
-                          GROUP_CONCAT(DISTINCT sa.model_id)
+                          GROUP_CONCAT(DISTINCT sa.model_id), sp.anonymous
                    FROM speakers sp LEFT JOIN samples sa ON sa.speaker_id = sp.id
-                   GROUP BY sp.id ORDER BY sp.name COLLATE NOCASE"""
+                   GROUP BY sp.id ORDER BY sp.anonymous, sp.name COLLATE NOCASE"""
             ).fetchall()
-        return [
-            SpeakerInfo(
+            heard = {
+                name: (first, last, int(k), float(secs), src)
+                for name, first, last, k, secs, src in self.db.execute(
+                    """SELECT sp.name, MIN(a.heard), MAX(a.heard), COUNT(*), SUM(a.speech_seconds),
+                              (SELECT a2.source FROM appearances a2 WHERE a2.speaker_id = sp.id
+                                ORDER BY a2.heard DESC, a2.id DESC LIMIT 1)
+                       FROM speakers sp JOIN appearances a ON a.speaker_id = sp.id GROUP BY sp.id"""
+                )
+            }
+        out = []
+        for name, created, n, secs, ne, ids, anonymous in rows:
+            first, last, k, heard_secs, src = heard.get(name, (None, None, 0, 0.0, None))
+            out.append(SpeakerInfo(
                 name=name, samples=int(n), embeddings=int(ne), speech_seconds=float(secs),
                 created=datetime.fromisoformat(created),
                 model_ids=tuple(sorted(ids.split(","))) if ids else (),
-            )
-            for name, created, n, secs, ne, ids in rows
-        ]
+                anonymous=bool(anonymous),
+                first_heard=datetime.fromisoformat(first) if first else None,
+                last_heard=datetime.fromisoformat(last) if last else None,
+                recordings=k, heard_seconds=heard_secs, last_source=src,
+            ))
+        return out
 
     def voiceprints(self, model_id: str) -> VoiceprintSet:
         """Voiceprints of every speaker enrolled with ``model_id``; others are listed as incompatible."""
@@ -759,6 +807,12 @@ class VoiceprintNamer:
 
     A missing database means nobody is enrolled (no names, no error, no file created).
     Voiceprints of another embedding model are reported through ``warn`` and ignored.
+
+    Speaker memory (``whispdiar.speakers.memory``): remembered unknown voices ("Unknown 3")
+    are voiceprints like any other and are always recognised. With ``remember`` (None:
+    the database's ``remember`` setting) ``namer.remember`` also stores new unknown
+    voices and the hearings of remembered ones (the pipeline calls it after naming),
+    then reloads the voiceprints so the next file of a batch knows them.
     """
 
     def __init__(
@@ -769,20 +823,51 @@ class VoiceprintNamer:
         merge_threshold: float = DEFAULT_MERGE_THRESHOLD,
         steer: bool = True,
         warn: Warn | None = None,
+        remember: bool | None = None,
     ):
         self.threshold = threshold
         self.merge_threshold = merge_threshold
         self.steer = steer
-        path = Path(db_path).expanduser()
-        say = warn or _stderr_warning
-        if path.exists():
-            with VoiceprintStore(path, create=False, warn=say) as store:
-                found = store.voiceprints(model_id)
+        self.path = Path(db_path).expanduser()
+        self.model_id = model_id
+        self.say = warn or _stderr_warning
+        if remember is None:
+            from .speakers.memory import remember_by_default
+
+            remember = remember_by_default(self.path)
+        self.remembering = remember
+        self.voiceprints: dict[str, Voiceprint] = {}
+        self._load(report=True)
+
+    def _load(self, report: bool = False) -> None:
+        if self.path.exists():
+            with VoiceprintStore(self.path, create=False, warn=self.say) as store:
+                found = store.voiceprints(self.model_id)
         else:
-            found = VoiceprintSet(model_id, {})
+            found = VoiceprintSet(self.model_id, {})
         self.voiceprints = found.voiceprints
-        for m in found.messages():
-            say(m)
+        if report:
+            for m in found.messages():
+                self.say(m)
+
+    def remember(self, diarization: Diarization, matches: dict[str, Match],
+                 confidence: dict[str, float | None], source: str) -> dict[str, Match]:
+        """Speaker memory for one recording (a no-op unless remembering): the new "Unknown N" matches."""
+        if not self.remembering:
+            return {}
+        from .speakers.memory import remember
+
+        src = Path(source)
+        where = str(src.resolve()) if src.is_file() else source
+        with VoiceprintStore(self.path, warn=self.say) as store:
+            done = remember(store, diarization, matches, confidence, where, self.model_id)
+        for h in done.heard:
+            if h.new:
+                self.say(f"remembered a new voice as '{h.name}' ({h.speech_seconds:.1f} s of speech)")
+        for name in done.evicted:
+            self.say(f"forgot '{name}' (least recently heard; the memory keeps the newest voices)")
+        self._load()
+        return done.matches()
 
     @property
     def names(self) -> list[str]:

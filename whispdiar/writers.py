@@ -18,6 +18,7 @@ from . import stats
 from .errors import OutputError, UsageError
 from .records import Result, Segment, Turn, Word
 from .rttm import format_rttm
+from .speakers.source import to_json as source_json
 
 JSON_SCHEMA_VERSION = 1
 _WS = re.compile(r"\s+")
@@ -152,6 +153,7 @@ class JsonWriter(Writer):
         return {
             "version": JSON_SCHEMA_VERSION,
             "audio": result.audio,
+            "source": source_json(result.source),  # path, size, sha256, channel: for `enroll --from`
             "duration": _t(result.duration),
             "language": result.language,
             "models": dict(result.models),
