@@ -373,6 +373,7 @@ def test_json_tsv_txt_are_well_formed(result) -> None:  # noqa: ANN001
     txt = w.render(result, "txt").splitlines()
     if result.speakers:
         assert txt[0].startswith("# speakers: ")
-        txt = txt[1:]
+        assert txt[1].startswith("# talk time: ")
+        txt = txt[2:]
     for line in txt:
         assert re.match(r"\[(\d+:)?\d{2}:\d{2}\.\d{2}\] ", line)
