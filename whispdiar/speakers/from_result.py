@@ -185,12 +185,7 @@ def enroll_from_result(
                               f"{min_stretch:g} s or more: nothing enrolled")
     if channel is None and result.source is not None:
         channel = result.source.channel
-    tmp = audio.decode_with_ffmpeg(wav) if audio.needs_ffmpeg(wav) else None
-    try:
-        x = audio.load(tmp or wav, channel=channel)
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+    x = audio.load(wav, channel=channel)  # any format, decoded in-process
     duration = len(x) / 16000
     if stretches[-1][1] > duration + 0.5:
         raise VoiceprintError(f"{wav} is {duration:.1f} s long but {result.path} has turns up to "
