@@ -99,6 +99,10 @@ def exit_for(e: BaseException | None = None) -> None:
     word, code = ("terminated", EXIT_SIGTERM) if term else ("interrupted", EXIT_SIGINT)
     with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say there
         sys.stdout.flush()
-    sys.stderr.write(f"whispdiar: {word}\n")
-    sys.stderr.flush()
+    with contextlib.suppress(OSError, ValueError, RuntimeError):
+        sys.stderr.flush()  # what was already said goes out first
+    # Straight to fd 2: sys.stderr may be mid-write in the interrupted frame (a reentrant
+    # write raises) or a proxy whose buffer _exit would drop.
+    with contextlib.suppress(OSError):
+        os.write(2, f"whispdiar: {word}\n".encode())
     os._exit(code)
