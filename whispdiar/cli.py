@@ -235,8 +235,8 @@ def _interruptible(work: Callable[[threading.Event], T]) -> T:
     return box["value"]
 
 
-Deliver = Callable[[PlannedInput, dict[str, str]], None]
-Fail = Callable[[PlannedInput, WhispdiarError], None]
+Deliver = Callable[[PlannedInput, dict[str, str], int], None]  # (input, outputs, attempts)
+Fail = Callable[[PlannedInput, WhispdiarError, int], None]
 # Runs the usable inputs elsewhere (Ray): calls deliver/fail in this thread, one per input.
 Remote = Callable[[list[PlannedInput], Deliver, Fail], None]
 
@@ -261,12 +261,12 @@ def _run_batch(plan: OutputPlan, load: Callable[[], Processor], rep: ProgressRep
     failures: list[tuple[str, WhispdiarError]] = []
     started: dict[int, float] = {}
 
-    def failed(item: PlannedInput, e: WhispdiarError) -> None:
+    def failed(item: PlannedInput, e: WhispdiarError, attempts: int = 1) -> None:
         failures.append((item.display, e))
         err.print(f"whispdiar: error: {e}", markup=False)
-        record.failed(item, e, perf_counter() - started[id(item)] if id(item) in started else None)
+        record.failed(item, e, perf_counter() - started[id(item)] if id(item) in started else None, attempts)
 
-    def deliver(item: PlannedInput, rendered: dict[str, str]) -> None:
+    def deliver(item: PlannedInput, rendered: dict[str, str], attempts: int = 1) -> None:
         with signals.deferred():  # one input's outputs (and its manifest line) appear together or not at all
             written: dict[str, Path] = {}
             try:
@@ -277,7 +277,7 @@ def _run_batch(plan: OutputPlan, load: Callable[[], Processor], rep: ProgressRep
                     else:
                         write_atomic(dest, rendered[fmt])
                         written[fmt] = dest
-                record.done(item, written, perf_counter() - started[id(item)], durations.get(id(item)))
+                record.done(item, written, perf_counter() - started[id(item)], durations.get(id(item)), attempts)
             except BaseException:
                 for dest in written.values():
                     dest.unlink(missing_ok=True)

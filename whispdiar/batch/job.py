@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import WhispdiarError
+
 
 @dataclass(frozen=True, slots=True)
 class TranscribeJob:
@@ -87,6 +89,8 @@ class TranscribeWorker:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             return self.process(Path(tmp), display)
+        except WhispdiarError as e:  # the message names the input as a local run does, not the copy
+            raise type(e)(str(e).replace(tmp, display)) from None
         finally:
             Path(tmp).unlink(missing_ok=True)
 

@@ -53,8 +53,12 @@ class RayOptions:
 class RayWorker:
     """The actor: a TranscribeWorker; errors of the file come back as values."""
 
-    def __init__(self, job: TranscribeJob, threads: int, namer: Any = None) -> None:
-        self.worker = TranscribeWorker(job, threads, namer)
+    def __init__(self, job: TranscribeJob, threads: int, namer: list[Any]) -> None:
+        import ray
+
+        # The voiceprints: one object in the store for all actors, in a list so that Ray
+        # passes the reference (and an actor restart fetches it again) rather than the value.
+        self.worker = TranscribeWorker(job, threads, ray.get(namer[0]) if namer else None)
 
     def pid(self) -> int:
         return os.getpid()
@@ -92,6 +96,7 @@ class RayBatch:
     def __init__(self, job: TranscribeJob, options: RayOptions, namer: Any, rep: ProgressReporter) -> None:
         self.job, self.options, self.namer, self.rep = job, options, namer, rep
         self.run_id = uuid.uuid4().hex[:8]
+        self._namer: list[Any] = []
 
     def _connect(self, ray: Any) -> bool:
         """ray.init unless the caller already did; True when this run must shut Ray down."""
@@ -128,14 +133,18 @@ class RayBatch:
             if own:
                 ray.shutdown()
 
+    def _new_actor(self, ray: Any, slot: int, generation: int) -> Any:
+        opts = self.options
+        return (ray.remote(RayWorker)
+                # max_concurrency 2: pid() answers while a file is in process (the driver sends one at a time)
+                .options(num_cpus=opts.threads, max_restarts=0, max_task_retries=0, max_concurrency=2,
+                         name=f"worker-{self.run_id}-{slot}-{generation}", namespace=NAMESPACE)
+                .remote(self.job, opts.threads, self._namer))
+
     def _start_actors(self, ray: Any, n: int, actors: list[Any]) -> None:
         opts = self.options
-        cls = ray.remote(RayWorker)
-        namer_ref = ray.put(self.namer)  # once, shared by every actor
-        for i in range(n):
-            actors.append(cls.options(num_cpus=opts.threads, max_restarts=opts.max_restarts, max_task_retries=0,
-                                      name=f"worker-{self.run_id}-{i}", namespace=NAMESPACE)
-                          .remote(self.job, opts.threads, namer_ref))
+        self._namer = [ray.put(self.namer)] if self.namer is not None else []  # once, shared by every actor
+        actors.extend(self._new_actor(ray, i, 0) for i in range(n))
         try:
             pids = ray.get([a.pid.remote() for a in actors])
         except Exception as e:  # noqa: BLE001 - a worker's load error (missing model, ...) in Ray's wrapping
@@ -182,7 +191,7 @@ class RayBatch:
                     data = item.source.read_bytes()
                 except OSError as e:
                     free.append(pick)
-                    fail(item, WhispdiarError(f"{item.display}: cannot read: {e.strerror}"))
+                    fail(item, WhispdiarError(f"{item.display}: cannot read: {e.strerror}"), 1)
                     finished += 1
                     continue
                 attempts[id(item)] = attempts.get(id(item), 0) + 1
@@ -191,7 +200,7 @@ class RayBatch:
             queue.extendleft(reversed(held))
             if not out:
                 for item in queue:
-                    fail(item, WorkerLost(f"{item.display}: no Ray worker left to run it"))
+                    fail(item, WorkerLost(f"{item.display}: no Ray worker left to run it"), attempts.get(id(item), 0))
                 return
             ready, _ = ray.wait(list(out), num_returns=1, timeout=WAIT)
             signals.raise_pending()
@@ -201,12 +210,13 @@ class RayBatch:
                     status, value = ray.get(ref)
                 except ray.exceptions.RayActorError as e:
                     deaths[idx] += 1
-                    if deaths[idx] <= opts.max_restarts:
-                        free.append(idx)  # Ray restarts it (models loaded again)
+                    if deaths[idx] <= opts.max_restarts:  # a new actor in its place (it loads the models)
+                        actors[idx] = self._new_actor(ray, idx, deaths[idx])
+                        free.append(idx)
                     died_on.setdefault(id(item), set()).add(idx)
                     if attempts[id(item)] >= opts.max_attempts:
                         fail(item, WorkerLost(f"{item.display}: its Ray worker died {attempts[id(item)]} times "
-                                              f"({_first_line(e)})"))
+                                              f"({_first_line(e)})"), attempts[id(item)])
                         finished += 1
                     else:
                         self.rep.log(f"ray: worker {idx} died under {item.display}; trying it again")
@@ -214,14 +224,15 @@ class RayBatch:
                     continue
                 except ray.exceptions.RayTaskError as e:  # a bug on the worker, not the file's fault
                     free.append(idx)
-                    fail(item, WhispdiarError(f"{item.display}: failed on a Ray worker: {_first_line(e)}"))
+                    fail(item, WhispdiarError(f"{item.display}: failed on a Ray worker: {_first_line(e)}"),
+                         attempts[id(item)])
                     finished += 1
                     continue
                 free.append(idx)
                 finished += 1
                 if status == "ok":
-                    deliver(item, value)
+                    deliver(item, value, attempts[id(item)])
                 else:
-                    fail(item, value)
+                    fail(item, value, attempts[id(item)])
                 self.rep.update(task, finished, len(items))
         self.rep.done(task)

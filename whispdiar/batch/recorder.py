@@ -41,7 +41,6 @@ class BatchRecorder:
     engine: str = "local"
     _latest: dict[str, FileRecord] = field(default_factory=dict)
     _prints: dict[str, Fingerprint | None] = field(default_factory=dict)
-    attempts: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def open(cls, output_dir: Path | None, settings: Mapping[str, Any], *, overwrite: bool = False,
@@ -77,29 +76,31 @@ class BatchRecorder:
         return fp is not None and is_complete(self._latest.get(item_key(item)), fp, self.settings,
                                               item.destinations)
 
-    def _record(self, item: PlannedInput, status: str, **kw: Any) -> None:
+    def _record(self, item: PlannedInput, status: str, attempts: int = 1, **kw: Any) -> None:
         if self.manifest is None:
             return
         fp = self.fingerprint(item)
         key = item_key(item)
         rec = FileRecord(key, item.display, status, fp.size if fp else None, fp.sha256 if fp else None,
                          self.settings, list(item.destinations), engine=self.engine,
-                         attempts=self.attempts.get(key, 1), time=now(), **kw)
+                         attempts=attempts, time=now(), **kw)
         self.manifest.append(rec)
 
     def started(self, item: PlannedInput) -> None:
         self._record(item, "started")
 
     def done(self, item: PlannedInput, written: Mapping[str, Path], seconds: float,
-             audio_seconds: float | None) -> None:
+             audio_seconds: float | None, attempts: int = 1) -> None:
         """Called with the outputs written (before they are announced); raises OutputError."""
         if self.manifest is None:
             return
         outputs = {fmt: output_record(p) for fmt, p in written.items()}
-        self._record(item, "done", outputs=outputs, seconds=round(seconds, 3), audio_seconds=audio_seconds)
+        self._record(item, "done", attempts, outputs=outputs, seconds=round(seconds, 3),
+                     audio_seconds=audio_seconds)
 
-    def failed(self, item: PlannedInput, error: WhispdiarError, seconds: float | None = None) -> None:
+    def failed(self, item: PlannedInput, error: WhispdiarError, seconds: float | None = None,
+               attempts: int = 1) -> None:
         # A manifest that cannot be written must not hide the input's own error.
         with contextlib.suppress(WhispdiarError):
-            self._record(item, "failed", error=str(error), exit_code=error.exit_code,
+            self._record(item, "failed", attempts, error=str(error), exit_code=error.exit_code,
                          seconds=None if seconds is None else round(seconds, 3))
