@@ -237,8 +237,9 @@ def _interruptible(work: Callable[[threading.Event], T]) -> T:
 
 Deliver = Callable[[PlannedInput, dict[str, str], int], None]  # (input, outputs, attempts)
 Fail = Callable[[PlannedInput, WhispdiarError, int], None]
-# Runs the usable inputs elsewhere (Ray): calls deliver/fail in this thread, one per input.
-Remote = Callable[[list[PlannedInput], Deliver, Fail], None]
+# Runs the usable inputs elsewhere (Ray): calls begin when it sends an input out, then
+# deliver or fail, all in this thread.
+Remote = Callable[[list[PlannedInput], Callable[[PlannedInput], None], Deliver, Fail], None]
 
 
 def _run_batch(plan: OutputPlan, load: Callable[[], Processor], rep: ProgressReporter,
@@ -298,18 +299,18 @@ def _run_batch(plan: OutputPlan, load: Callable[[], Processor], rep: ProgressRep
             usable.append(item)
         except WhispdiarError as e:
             failed(item, e)
+    def begin(item: PlannedInput) -> None:
+        started[id(item)] = perf_counter()
+        record.started(item)
+
     if remote is not None and usable:
-        for item in usable:
-            started[id(item)] = perf_counter()
-            record.started(item)
-        remote(usable, deliver, failed)
+        remote(usable, begin, deliver, failed)
         usable = []
     process = load() if usable else None
     for item in usable:
         try:
             assert process is not None
-            started[id(item)] = perf_counter()
-            record.started(item)
+            begin(item)
             deliver(item, process(item.source, item.display))
         except WhispdiarError as e:
             failed(item, e)

@@ -86,8 +86,8 @@ def _first_line(e: BaseException) -> str:
 def ray_remote(job: TranscribeJob, options: RayOptions, namer: Any, rep: ProgressReporter) -> Callable[..., None]:
     """The ``remote`` hook of ``cli._run_batch``: run the usable inputs on Ray."""
 
-    def run(items: list[PlannedInput], deliver: Callable, fail: Callable) -> None:
-        RayBatch(job, options, namer, rep).run(items, deliver, fail)
+    def run(items: list[PlannedInput], begin: Callable, deliver: Callable, fail: Callable) -> None:
+        RayBatch(job, options, namer, rep).run(items, begin, deliver, fail)
 
     return run
 
@@ -120,12 +120,12 @@ class RayBatch:
                     signal.signal(s, h)
         return True
 
-    def run(self, items: list[PlannedInput], deliver: Callable, fail: Callable) -> None:
+    def run(self, items: list[PlannedInput], begin: Callable, deliver: Callable, fail: Callable) -> None:
         ray = _import_ray()
         own = self._connect(ray)
         actors: list[Any] = []
         try:
-            self._run(ray, items, deliver, fail, actors)
+            self._run(ray, items, begin, deliver, fail, actors)
         finally:
             for a in actors:
                 with contextlib.suppress(Exception):  # already gone
@@ -155,7 +155,7 @@ class RayBatch:
         self.rep.log(f"ray: {n} worker{'s' * (n != 1)} ({opts.threads} thread{'s' * (opts.threads != 1)} each; "
                      f"pids {', '.join(map(str, pids))})")
 
-    def _run(self, ray: Any, items: list[PlannedInput], deliver: Callable, fail: Callable,
+    def _run(self, ray: Any, items: list[PlannedInput], begin: Callable, deliver: Callable, fail: Callable,
              actors: list[Any]) -> None:
         from .. import signals
 
@@ -194,6 +194,8 @@ class RayBatch:
                     fail(item, WhispdiarError(f"{item.display}: cannot read: {e.strerror}"), 1)
                     finished += 1
                     continue
+                if id(item) not in attempts:
+                    begin(item)
                 attempts[id(item)] = attempts.get(id(item), 0) + 1
                 ref = actors[pick].process.remote(data, item.source.suffix, item.display)
                 out[ref] = (pick, item)
