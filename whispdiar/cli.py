@@ -299,6 +299,7 @@ def _run_batch(plan: OutputPlan, load: Callable[[], Processor], rep: ProgressRep
             usable.append(item)
         except WhispdiarError as e:
             failed(item, e)
+
     def begin(item: PlannedInput) -> None:
         started[id(item)] = perf_counter()
         record.started(item)

@@ -46,7 +46,7 @@ class Fingerprint:
 
 
 def fingerprint(path: str | os.PathLike[str]) -> Fingerprint:
-    """Size and SHA-256 of a file's bytes (about 1.5 s per GB here: docs/benchmarks.md)."""
+    """Size and SHA-256 of a file's bytes (0.56 s per GB from the page cache here: docs/benchmarks.md)."""
     h = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -63,6 +64,12 @@ class RayWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def peak_rss(self) -> int:
+        """Peak resident memory of this worker process, bytes."""
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
     def process(self, data: bytes, suffix: str, display: str) -> tuple[str, Any]:
         try:
             return "ok", self.worker.process_bytes(data, suffix, display)
@@ -97,6 +104,7 @@ class RayBatch:
         self.job, self.options, self.namer, self.rep = job, options, namer, rep
         self.run_id = uuid.uuid4().hex[:8]
         self._namer: list[Any] = []
+        self.busy = 0.0  # s the driver spent outside ray.wait while files were out
 
     def _connect(self, ray: Any) -> bool:
         """ray.init unless the caller already did; True when this run must shut Ray down."""
@@ -126,6 +134,10 @@ class RayBatch:
         actors: list[Any] = []
         try:
             self._run(ray, items, begin, deliver, fail, actors)
+            with contextlib.suppress(Exception):  # for the record only (docs/benchmarks.md)
+                peaks = ray.get([a.peak_rss.remote() for a in actors], timeout=10)
+                self.rep.log("ray: worker peak memory " + ", ".join(f"{p / 2**20:.0f} MB" for p in peaks)
+                             + f"; driver busy {self.busy / max(1, len(items)) * 1000:.0f} ms per file")
         finally:
             for a in actors:
                 with contextlib.suppress(Exception):  # already gone
@@ -175,6 +187,7 @@ class RayBatch:
         def alive() -> list[int]:
             return [i for i in range(n) if deaths[i] <= opts.max_restarts]
 
+        t_busy = time.perf_counter()
         while queue or out:
             held: list[PlannedInput] = []
             while queue and free:
@@ -204,7 +217,9 @@ class RayBatch:
                 for item in queue:
                     fail(item, WorkerLost(f"{item.display}: no Ray worker left to run it"), attempts.get(id(item), 0))
                 return
+            self.busy += time.perf_counter() - t_busy
             ready, _ = ray.wait(list(out), num_returns=1, timeout=WAIT)
+            t_busy = time.perf_counter()
             signals.raise_pending()
             for ref in ready:
                 idx, item = out.pop(ref)
