@@ -173,3 +173,14 @@ def test_skip_changed_tampered_overwrite_and_from_list(tmp_path: Path) -> None:
     proc = run(ARGS + ["-d", str(out), "--no-words", "--overwrite"] + [str(f) for f in files], tmp_path)
     assert proc.returncode == 0 and "skipped" not in proc.stderr.decode()
     assert proc.stderr.decode().count("wrote ") == 6
+
+
+@needs_models
+def test_ray_unreachable_address_fails_fast(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    t0 = time.monotonic()
+    proc = run(ARGS + ["-q", "--ray", "--ray-address", "127.0.0.1:1", "-d", "out", str(DATA / "jfk.wav")], tmp_path)
+    assert time.monotonic() - t0 < 30
+    lines = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("whispdiar: error: cannot reach Ray at 127.0.0.1:1: ")

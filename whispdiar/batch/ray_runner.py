@@ -90,6 +90,24 @@ def _first_line(e: BaseException) -> str:
     return text[-1] if text else type(e).__name__
 
 
+REACH_TIMEOUT = 5.0  # s to open a TCP connection to the named head before handing it to Ray
+
+
+def check_reachable(address: str) -> None:
+    """Fail in seconds on a head that does not answer (Ray itself retries for minutes)."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return  # auto, or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT).close()
+    except OSError as e:
+        raise WhispdiarError(f"cannot reach Ray at {address}: {e.strerror or e} (is `ray start --head` running "
+                             "there? see docs/cluster.md)") from None
+
+
 def ray_remote(job: TranscribeJob, options: RayOptions, namer: Any, rep: ProgressReporter) -> Callable[..., None]:
     """The ``remote`` hook of ``cli._run_batch``: run the usable inputs on Ray."""
 
@@ -114,6 +132,8 @@ class RayBatch:
         runtime_env = self.options.runtime_env
         if address is None and runtime_env is None and os.environ.get("PYTHONPATH"):
             runtime_env = {"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}}
+        if address is not None:
+            check_reachable(address)
         # Ray installs its own SIGTERM handler in the driver; ours (clean "terminated") stays.
         saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
