@@ -132,3 +132,28 @@ def test_worker_killed_mid_batch_file_completes_elsewhere(cluster: str, batch: t
     assert "died under" in stderr and "trying it again" in stderr
     recs = Manifest(out).latest().values()
     assert any(r.attempts == 2 for r in recs), [(r.display, r.attempts) for r in recs]
+
+
+def test_sigint_stops_a_ray_batch_and_its_actors(cluster: str, batch: tuple[list[Path], dict[str, bytes]],
+                                                 tmp_path: Path) -> None:
+    files, _ = batch
+    out = tmp_path / "ray"
+    proc = subprocess.Popen(CLI + ARGS + ["-q", "--ray", "--ray-address", cluster, "-d", str(out)]
+                            + [str(f) for f in files], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.is_dir() and any(r.status == "done" for r in Manifest(out).latest().values()):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 5
+    assert proc.returncode == errors.EXIT_SIGINT
+    assert err.decode().strip().splitlines()[-1] == "whispdiar: interrupted"
+    time.sleep(1)
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "whispdiar"]
+    states = {r.status for r in Manifest(out).latest().values()}
+    assert "done" in states and "started" in states  # batch-status: done and unfinished
