@@ -7,15 +7,18 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from . import models as model_registry
 from .errors import EXIT_PARTIAL, OutputError, UsageError, WhispdiarError
-from .outputs import OutputPlan, plan_outputs
+from .outputs import OutputPlan, PlannedInput, plan_outputs
 from .progress import ProgressReporter
+
+if TYPE_CHECKING:
+    from .batch.recorder import BatchRecorder
 
 app = typer.Typer(
     name="whispdiar",
@@ -151,7 +154,12 @@ def models_verify(
 
 INPUTS_HELP = ("Audio or video files in any format FFmpeg reads (WAV, FLAC, MP3, M4A, MP4, WebM, Opus, AMR, ...; "
                "decoded in-process, no ffmpeg needed); - for stdin.")
-Inputs = Annotated[list[str], typer.Argument(help=INPUTS_HELP, show_default=False, metavar="AUDIO...")]
+Inputs = Annotated[list[str] | None, typer.Argument(help=INPUTS_HELP, show_default=False, metavar="[AUDIO]...")]
+FromList = Annotated[str | None, typer.Option(
+    "--from-list", metavar="FILE", help="Also the audio files named in FILE, one per line; - reads the list "
+    "from stdin.")]
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="With --output-dir: redo inputs whose outputs are already complete (default: skip them).")]
 OutputDir = Annotated[Path | None, typer.Option("--output-dir", "-d", help="Write <stem>.<ext> files here.")]
 OutputFile = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (one input, one format).")]
 NumSpeakers = Annotated[int | None, typer.Option("--num-speakers", "-n", min=1, help="Exact number of speakers.")]
@@ -167,6 +175,24 @@ def _default_threads() -> int:
     import os
 
     return max(1, min(os.cpu_count() or 2, 8))
+
+
+def _all_inputs(inputs: list[str] | None, from_list: str | None) -> list[str]:
+    """The arguments, then the names in the --from-list file (read now: after the option checks)."""
+    names = list(inputs or [])
+    if from_list is not None:
+        from .batch.manifest import read_list
+
+        if from_list == "-" and "-" in names:
+            raise UsageError("standard input is the list (--from-list -); it cannot also be audio (-)")
+        names += read_list(from_list)
+    return names
+
+
+def _recorder(output_dir: Path | None, settings: dict[str, Any], overwrite: bool, engine: str = "local") -> Any:
+    from .batch.recorder import BatchRecorder
+
+    return BatchRecorder.open(output_dir, settings, overwrite=overwrite, engine=engine)
 
 
 Processor = Callable[[Path, str], dict[str, str]]
@@ -209,52 +235,86 @@ def _interruptible(work: Callable[[threading.Event], T]) -> T:
     return box["value"]
 
 
+Deliver = Callable[[PlannedInput, dict[str, str], int], None]  # (input, outputs, attempts)
+Fail = Callable[[PlannedInput, WhispdiarError, int], None]
+# Runs the usable inputs elsewhere (Ray): calls begin when it sends an input out, then
+# deliver or fail, all in this thread.
+Remote = Callable[[list[PlannedInput], Callable[[PlannedInput], None], Deliver, Fail], None]
+
+
 def _run_batch(plan: OutputPlan, load: Callable[[], Processor], rep: ProgressReporter,
-               channel: int | None = None) -> None:
+               channel: int | None = None, record: BatchRecorder | None = None,
+               remote: Remote | None = None) -> None:
     """Check every input, load the models (only if some input is usable), process each input.
 
     ``load()`` returns ``process(audio_path, display_name) -> {fmt: text}``. One bad
-    input does not stop the others; the exit status reports them at the end.
+    input does not stop the others; the exit status reports them at the end. With
+    ``record`` (an output directory) inputs already complete are skipped and each one's
+    outcome goes to the manifest; with ``remote`` the inputs are processed there.
     """
+    from time import perf_counter
+
     from . import audio, signals
+    from .batch.recorder import BatchRecorder  # noqa: F811 - the run-time import of the hint
     from .writers import write_atomic
 
+    record = record or BatchRecorder(None)
     failures: list[tuple[str, WhispdiarError]] = []
+    started: dict[int, float] = {}
 
-    def failed(name: str, e: WhispdiarError) -> None:
-        failures.append((name, e))
+    def failed(item: PlannedInput, e: WhispdiarError, attempts: int = 1) -> None:
+        failures.append((item.display, e))
         err.print(f"whispdiar: error: {e}", markup=False)
+        record.failed(item, e, perf_counter() - started[id(item)] if id(item) in started else None, attempts)
 
+    def deliver(item: PlannedInput, rendered: dict[str, str], attempts: int = 1) -> None:
+        with signals.deferred():  # one input's outputs (and its manifest line) appear together or not at all
+            written: dict[str, Path] = {}
+            try:
+                for fmt, dest in item.destinations.items():
+                    if dest is None:
+                        sys.stdout.write(rendered[fmt])
+                        sys.stdout.flush()
+                    else:
+                        write_atomic(dest, rendered[fmt])
+                        written[fmt] = dest
+                record.done(item, written, perf_counter() - started[id(item)], durations.get(id(item)), attempts)
+            except BaseException:
+                for dest in written.values():
+                    dest.unlink(missing_ok=True)
+                raise
+        for dest in written.values():
+            rep.log(f"wrote {dest}")
+
+    record.begin(plan.items)
+    todo = [item for item in plan.items if not record.complete(item)]
+    if len(todo) < len(plan.items):
+        n = len(plan.items) - len(todo)
+        rep.log(f"skipped {n} input{'s' * (n != 1)} already done in {record.manifest_path} (--overwrite redoes them)")
     usable = []
-    for item in plan.items:
+    durations: dict[int, float | None] = {}
+    for item in todo:
         try:
-            audio.check(item.source, channel)
+            durations[id(item)] = audio.check(item.source, channel).duration or None
             usable.append(item)
         except WhispdiarError as e:
-            failed(item.display, e)
+            failed(item, e)
+
+    def begin(item: PlannedInput) -> None:
+        started[id(item)] = perf_counter()
+        record.started(item)
+
+    if remote is not None and usable:
+        remote(usable, begin, deliver, failed)
+        usable = []
     process = load() if usable else None
     for item in usable:
         try:
             assert process is not None
-            rendered = process(item.source, item.display)
-            with signals.deferred():  # one input's outputs appear together or not at all
-                written = []
-                try:
-                    for fmt, dest in item.destinations.items():
-                        if dest is None:
-                            sys.stdout.write(rendered[fmt])
-                            sys.stdout.flush()
-                        else:
-                            write_atomic(dest, rendered[fmt])
-                            written.append(dest)
-                except BaseException:
-                    for dest in written:
-                        dest.unlink(missing_ok=True)
-                    raise
-            for dest in written:
-                rep.log(f"wrote {dest}")
+            begin(item)
+            deliver(item, process(item.source, item.display))
         except WhispdiarError as e:
-            failed(item.display, e)
+            failed(item, e)
         finally:
             item.cleanup()
         signals.raise_pending()
@@ -275,7 +335,7 @@ DIARIZE_FORMATS = ("txt", "rttm", "json")
 
 @app.command()
 def diarize(
-    inputs: Inputs,
+    inputs: Inputs = None,
     fmt: Annotated[list[str] | None, typer.Option("--format", "-f", metavar="FMT",
                                                      help="txt (default), rttm, json; repeatable; all "
                                                      "(with --output-dir).")]
@@ -287,6 +347,8 @@ def diarize(
     max_speakers: MaxSpeakers = None,
     threads: Threads = None,
     channel: Channel = None,
+    from_list: FromList = None,
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Who spoke when (no transcription).
@@ -304,7 +366,10 @@ def diarize(
 
     try:
         seg, emb = model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus")
-        plan = plan_outputs(inputs, fmt or ["txt"], DIARIZE_FORMATS, output_dir, output)
+        plan = plan_outputs(_all_inputs(inputs, from_list), fmt or ["txt"], DIARIZE_FORMATS, output_dir, output)
+        settings = {"command": "diarize", "num_speakers": num_speakers, "min_speakers": min_speakers,
+                    "max_speakers": max_speakers, "channel": channel}
+        record = _recorder(output_dir, settings, overwrite)
         with plan, ProgressReporter(enabled=not quiet) as rep:
 
             def load() -> Processor:
@@ -320,7 +385,7 @@ def diarize(
 
                 return process
 
-            _run_batch(plan, load, rep, channel)
+            _run_batch(plan, load, rep, channel, record)
     except WhispdiarError as e:
         raise _fail(e) from None
 
@@ -333,7 +398,7 @@ SpeakersDb = Annotated[Path | None, typer.Option("--speakers-db", help="Voicepri
 
 @app.command()
 def transcribe(
-    inputs: Inputs,
+    inputs: Inputs = None,
     fmt: Annotated[list[str] | None, typer.Option("--format", "-f", metavar="FMT",
                                                   help="txt (default), json, json-compact, srt, vtt, tsv, rttm, "
                                                   "stats, html; repeatable; all (with --output-dir).")]
@@ -380,6 +445,16 @@ def transcribe(
     max_line_count: Annotated[int, typer.Option(
         "--max-line-count", metavar="N", help="srt/vtt: lines per subtitle cue.")] = 2,
     threads: Threads = None,
+    from_list: FromList = None,
+    overwrite: Overwrite = False,
+    ray: Annotated[bool, typer.Option("--ray", help="Run the batch on Ray: the cluster at $RAY_ADDRESS or "
+                                      "--ray-address, else a local one (needs whispdiar[cluster]; docs/cluster.md).")]
+    = False,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", metavar="ADDRESS",
+                                                    help="With --ray: auto, host:port or ray://host:port.")] = None,
+    ray_actors: Annotated[int | None, typer.Option("--ray-actors", min=1, metavar="N", help="With --ray: this "
+                                                   "many workers [default: the cluster's CPUs / --threads].")]
+    = None,
     quiet: Quiet = False,
 ) -> None:
     """Transcribe recordings with speakers ("who said what, when").
@@ -401,6 +476,10 @@ def transcribe(
       whispdiar transcribe meeting.wav -f html -o meeting.html
 
       cat call.m4a | whispdiar transcribe - -f txt
+
+      find talks -name '*.flac' | whispdiar transcribe --from-list - -f json -d out/
+
+      whispdiar transcribe --ray --from-list files.txt -f srt -d out/
     """
     from .pipeline import Pipeline
     from .spans import make_span, parse_time
@@ -420,8 +499,25 @@ def transcribe(
         if not no_diarize:
             seg, emb = model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus")
         vad = _optional_model("silero-vad")
-        plan = plan_outputs(inputs, _report_formats(fmt or ["txt"], tsv, embed_audio), tuple(FORMATS),
-                            output_dir, output)
+        if (ray_address is not None or ray_actors is not None) and not ray:
+            raise UsageError("--ray-address and --ray-actors go with --ray")
+        if ray and output_dir is None:
+            raise UsageError("--ray runs a batch and needs --output-dir DIR")
+        if ray and ("html" in (fmt or []) or embed_audio or remember):
+            raise UsageError("-f html, --embed-audio and --remember are not available with --ray yet")
+        plan = plan_outputs(_all_inputs(inputs, from_list), _report_formats(fmt or ["txt"], tsv, embed_audio),
+                            tuple(FORMATS), output_dir, output)
+        from .batch.job import TranscribeJob
+
+        job = TranscribeJob(model=model, diarize=not no_diarize, vad=vad is not None, beam_size=beam_size,
+                            language=lang, num_speakers=num_speakers, min_speakers=min_speakers,
+                            max_speakers=max_speakers, prompt=prompt, translate=translate, start=span.start,
+                            end=span.end, channel=channel, formats=tuple(plan.formats), words=not no_words,
+                            max_line=max_line_width, max_lines=max_line_count, names=not no_names)
+        settings = {"command": "transcribe", **job.settings(), "whisper": whisper.name,
+                    "speakers_db": str(speakers_db or ""), "threshold": threshold, "remember": remember,
+                    "embed_audio": embed_audio}
+        record = _recorder(output_dir, settings, overwrite, "ray" if ray else "local")
         with plan, ProgressReporter(enabled=not quiet) as rep, contextlib.ExitStack() as stack:
 
             def load() -> Processor:
@@ -460,7 +556,17 @@ def transcribe(
 
                 return process
 
-            _run_batch(plan, load, rep, channel)
+            remote = None
+            if ray:
+                from .batch.ray_runner import RayOptions, ray_remote
+
+                namer = None
+                if emb is not None and not no_names:
+                    from .embedding import model_fingerprint
+
+                    namer = _namer(model_fingerprint(emb), speakers_db, threshold, rep)
+                remote = ray_remote(job, RayOptions(ray_address, threads or 1, ray_actors), namer, rep)
+            _run_batch(plan, load, rep, channel, record, remote)
     except WhispdiarError as e:
         raise _fail(e) from None
 
@@ -503,6 +609,27 @@ def _namer(model_id: str, db: Path | None, threshold: float | None, rep: Progres
 
     kwargs = {} if threshold is None else {"threshold": threshold}
     return VoiceprintNamer(db or speakers_db_path(), model_id, warn=rep.log, remember=remember, **kwargs)
+
+
+# --- batch-status ------------------------------------------------------------------------
+
+@app.command("batch-status")
+def batch_status(
+    output_dir: Annotated[Path, typer.Argument(help="The --output-dir of a batch.", metavar="DIR")],
+) -> None:
+    """Summarise a batch from its manifest: inputs done, failed (with their errors), unfinished.
+
+    Exit 0 when every input is done, 9 when some are not (failed, unfinished, not started).
+    """
+    from .batch.status import batch_status as summarise
+
+    try:
+        st = summarise(output_dir)
+    except WhispdiarError as e:
+        raise _fail(e) from None
+    sys.stdout.write("".join(f"{line}\n" for line in st.lines()))
+    if not st.complete:
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 # --- enroll / speakers ---------------------------------------------------------------------
