@@ -839,6 +839,13 @@ class VoiceprintNamer:
         self.voiceprints: dict[str, Voiceprint] = {}
         self._load(report=True)
 
+    def __getstate__(self) -> dict:
+        # Shipped to other processes (Ray actors): the caller's warning callback (e.g. a
+        # progress reporter holding locks) stays behind; there warnings go to stderr.
+        state = dict(self.__dict__)
+        state["say"] = _stderr_warning
+        return state
+
     def _load(self, report: bool = False) -> None:
         if self.path.exists():
             with VoiceprintStore(self.path, create=False, warn=self.say) as store:
