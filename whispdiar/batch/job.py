@@ -64,31 +64,32 @@ class TranscribeWorker:
         self.namer = namer if self.pipeline.embedding_model_id is not None and job.names else None
         self.pipeline.namer = self.namer
 
-    def process(self, source: Path, display: str) -> dict[str, str]:
-        from .. import audio
+    def process(self, source: Path, display: str, origin: str | None = None) -> dict[str, str]:
+        """``origin``: the absolute path of the file ``source`` is a copy of (recorded as the
+        result's source, as a local run records the file itself)."""
+        from dataclasses import replace
+
+        from ..speakers.source import fingerprint
         from ..writers import CueLimits, render
 
         j = self.job
-        picked = audio.channel_to_tempfile(source, j.channel) if j.channel is not None else None
-        try:
-            result = self.pipeline.run(
-                picked or source, language=j.language, num_speakers=j.num_speakers, min_speakers=j.min_speakers,
-                max_speakers=j.max_speakers, display_name=display,
-                relabel=self.namer.relabel if self.namer is not None else None,
-                prompt=j.prompt, translate=j.translate, start=j.start, end=j.end)
-        finally:
-            if picked is not None:
-                picked.unlink(missing_ok=True)
+        result = self.pipeline.run(
+            source, language=j.language, num_speakers=j.num_speakers, min_speakers=j.min_speakers,
+            max_speakers=j.max_speakers, display_name=display, channel=j.channel,
+            relabel=self.namer.relabel if self.namer is not None else None,
+            prompt=j.prompt, translate=j.translate, start=j.start, end=j.end)
+        if origin is not None:
+            result.source = replace(fingerprint(source, j.channel), path=origin)  # same bytes, the file's name
         limits = CueLimits(max_line=j.max_line, max_lines=j.max_lines)
         return {f: render(result, f, words=j.words, cue_limits=limits) for f in j.formats}
 
-    def process_bytes(self, data: bytes, suffix: str, display: str) -> dict[str, str]:
+    def process_bytes(self, data: bytes, suffix: str, display: str, origin: str | None = None) -> dict[str, str]:
         """The same from the file's bytes (shipped by the driver: inputs need not be shared)."""
         fd, tmp = tempfile.mkstemp(prefix="whispdiar-ray-", suffix=suffix)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            return self.process(Path(tmp), display)
+            return self.process(Path(tmp), display, origin)
         except WhispdiarError as e:  # the message names the input as a local run does, not the copy
             raise type(e)(str(e).replace(tmp, display)) from None
         finally:

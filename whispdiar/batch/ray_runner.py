@@ -70,9 +70,9 @@ class RayWorker:
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
-    def process(self, data: bytes, suffix: str, display: str) -> tuple[str, Any]:
+    def process(self, data: bytes, suffix: str, display: str, origin: str | None = None) -> tuple[str, Any]:
         try:
-            return "ok", self.worker.process_bytes(data, suffix, display)
+            return "ok", self.worker.process_bytes(data, suffix, display, origin)
         except WhispdiarError as e:
             return "error", e
 
@@ -230,7 +230,8 @@ class RayBatch:
                 if id(item) not in attempts:
                     begin(item)
                 attempts[id(item)] = attempts.get(id(item), 0) + 1
-                ref = actors[pick].process.remote(data, item.source.suffix, item.display)
+                origin = None if str(item.source) != item.display else str(item.source.resolve())
+                ref = actors[pick].process.remote(data, item.source.suffix, item.display, origin)
                 out[ref] = (pick, item)
             queue.extendleft(reversed(held))
             if not out:
