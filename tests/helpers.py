@@ -36,23 +36,13 @@ def encode(path: Path, x: np.ndarray, rate_in: int, codec: str, *, rate: int | N
     layout = {1: "mono", 2: "stereo"}[data.shape[1]]
     rate = rate or rate_in
     with av.open(str(path), "w", format=container) as out:
-        vs = None
-        if video:
-            vs = out.add_stream("mpeg4", rate=2)
-            vs.width, vs.height, vs.pix_fmt = 64, 64, "yuv420p"
+        vs = _video_stream(out) if video else None
         s = out.add_stream(codec, rate=rate, layout=layout)
         if bit_rate:
             s.codec_context.bit_rate = bit_rate
         cc = s.codec_context
         if vs is not None:
-            for i in range(6):
-                img = np.full((64, 64, 3), 40 * i, np.uint8)
-                vf = av.VideoFrame.from_ndarray(img, format="rgb24")
-                vf.pts = i
-                for pkt in vs.encode(vf):
-                    out.mux(pkt)
-            for pkt in vs.encode():
-                out.mux(pkt)
+            _write_video(out, vs)
         resampler = av.AudioResampler(format=cc.codec.audio_formats[0].name, layout=layout, rate=rate,
                                       frame_size=cc.frame_size or 1024)
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data.T), format="fltp", layout=layout)
@@ -66,3 +56,46 @@ def encode(path: Path, x: np.ndarray, rate_in: int, codec: str, *, rate: int | N
         for pkt in s.encode(None):
             out.mux(pkt)
     return path
+
+
+def video_only(path: Path) -> Path:
+    """A video file with no audio stream (a screen recording without sound)."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        _write_video(out, _video_stream(out))
+    return path
+
+
+def _video_stream(out):  # noqa: ANN001, ANN202 - PyAV container and stream
+    vs = out.add_stream("mpeg4", rate=2)
+    vs.width, vs.height, vs.pix_fmt = 64, 64, "yuv420p"
+    return vs
+
+
+def _write_video(out, vs, frames: int = 6) -> None:  # noqa: ANN001 - PyAV container and stream
+    """A few 64x64 grey frames, flushed."""
+    import av
+
+    for i in range(frames):
+        vf = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 40 * i, np.uint8), format="rgb24")
+        vf.pts = i
+        for pkt in vs.encode(vf):
+            out.mux(pkt)
+    for pkt in vs.encode():
+        out.mux(pkt)
+
+
+def streamed_peak(path: Path) -> tuple[int, int]:
+    """(samples, peak bytes traced by tracemalloc) of reading ``path`` through audio.stream."""
+    import tracemalloc
+
+    from whispdiar import audio
+
+    tracemalloc.start()
+    try:
+        total = sum(len(b) for b in audio.stream(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return total, peak

@@ -8,12 +8,12 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import streamed_peak
 
 from whispdiar import audio
 from whispdiar.errors import (
@@ -304,12 +304,7 @@ def test_stream_memory_is_flat(tmp_path: Path) -> None:
         block = (0.1 * np.random.default_rng(3).standard_normal((rate * 10, 2))).astype(np.float32)
         for _ in range(seconds // 10):
             f.write(block)
-    tracemalloc.start()
-    try:
-        total = sum(len(b) for b in audio.stream(p))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    total, peak = streamed_peak(p)
     assert abs(total - seconds * SR) <= 1
     assert peak < 40e6, f"streaming peak {peak / 1e6:.0f} MB"
 

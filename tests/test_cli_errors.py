@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import encode
+from helpers import encode, video_only
 
 from whispdiar import errors
 from whispdiar.batch.manifest import MANIFEST_NAME
@@ -193,19 +193,7 @@ def test_cut_m4a(cmd: list[str], tmp_path: Path) -> None:
 
 
 def test_video_without_audio(cmd: list[str], tmp_path: Path) -> None:
-    import av
-
-    p = tmp_path / "screen.mp4"
-    with av.open(str(p), "w") as out:
-        vs = out.add_stream("mpeg4", rate=2)
-        vs.width, vs.height, vs.pix_fmt = 32, 32, "yuv420p"
-        for i in range(3):
-            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
-            frame.pts = i
-            for pkt in vs.encode(frame):
-                out.mux(pkt)
-        for pkt in vs.encode():
-            out.mux(pkt)
+    p = video_only(tmp_path / "screen.mp4")
     assert_error(run(cmd + [str(p)]), errors.NoAudio.exit_code, r"screen.mp4: has no audio stream \(only video\)")
 
 

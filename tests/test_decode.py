@@ -16,14 +16,13 @@ import shutil
 import struct
 import subprocess
 import sys
-import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import encode
+from helpers import encode, streamed_peak, video_only
 
 from whispdiar import audio, decode
 from whispdiar.errors import CorruptAudio, NoAudio, UnsupportedCodec, UsageError, WhispdiarError
@@ -180,31 +179,14 @@ def test_stream_memory_is_flat_for_a_long_m4a(tmp_path: Path) -> None:
     x = (0.1 * rng.standard_normal((44100 * 180, 2))).astype(np.float32)
     p = encode(tmp_path / "long.m4a", x, 44100, "aac")
     del x
-    tracemalloc.start()
-    try:
-        total = sum(len(b) for b in audio.stream(p))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    total, peak = streamed_peak(p)
     assert abs(total - 180 * SR) < 0.05 * SR
     assert peak < 25e6, f"streaming peak {peak / 1e6:.0f} MB"
 
 
 # --------------------------------------------------------------------------- damage
 def test_video_without_audio(tmp_path: Path) -> None:
-    import av
-
-    p = tmp_path / "screen.mp4"
-    with av.open(str(p), "w") as out:
-        vs = out.add_stream("mpeg4", rate=2)
-        vs.width, vs.height, vs.pix_fmt = 64, 64, "yuv420p"
-        for i in range(4):
-            vf = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
-            vf.pts = i
-            for pkt in vs.encode(vf):
-                out.mux(pkt)
-        for pkt in vs.encode():
-            out.mux(pkt)
+    p = video_only(tmp_path / "screen.mp4")
     with pytest.raises(NoAudio, match=r"screen.mp4: has no audio stream \(only video\)"):
         audio.check(p)
 
