@@ -95,6 +95,20 @@ def frames(turns: list[Turn], n: int, who: list[str]) -> np.ndarray:
     return out
 
 
+def single_speaker_frames(ref: list[Turn], hyp: list[Turn], duration: float
+                          ) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
+    """At HOP resolution: the reference speakers, the index of the one speaking alone per
+    frame (-1: nobody or several), the hypothesis labels, and the index of the label per
+    frame (-1: none; the first when several)."""
+    n = int(np.ceil(duration / HOP)) + 1
+    ref_spk = sorted({t.speaker for t in ref})
+    r = frames(ref, n, ref_spk)
+    owner = np.where(r.sum(axis=1) == 1, np.argmax(r, axis=1), -1)
+    names = sorted({t.speaker for t in hyp})
+    h = frames(hyp, n, names)
+    return ref_spk, owner, names, np.where(h.any(axis=1), np.argmax(h, axis=1), -1)
+
+
 @dataclass
 class Tally:
     enrolled_time: float = 0.0
@@ -126,14 +140,7 @@ class Tally:
 
 def score(ref: list[Turn], hyp_named: list[Turn], enrolled: set[str], duration: float) -> Tally:
     """Reference speakers are 'spk<id>'; hypothesis turns carry shown names (<id> or Speaker N)."""
-    n = int(np.ceil(duration / HOP)) + 1
-    ref_spk = sorted({t.speaker for t in ref})
-    r = frames(ref, n, ref_spk)
-    single = r.sum(axis=1) == 1
-    owner = np.where(single, np.argmax(r, axis=1), -1)
-    names = sorted({t.speaker for t in hyp_named})
-    h = frames(hyp_named, n, names)
-    hyp_name = np.where(h.any(axis=1), np.argmax(h, axis=1), -1)
+    ref_spk, owner, names, hyp_name = single_speaker_frames(ref, hyp_named, duration)
     tally = Tally(true_speakers=len(ref_spk), runs=1)
     enrolled_names = {f"spk{e}" for e in enrolled}
     for i, spk in enumerate(ref_spk):
@@ -558,14 +565,7 @@ def memory_series(args: argparse.Namespace) -> None:
         hyp = [Turn(t.start, t.end, shown[t.speaker]) for t in diar.exclusive]
         majority = {shown[label]: majority_speaker(diar.exclusive, ref, label) for label in diar.speakers}
         # score: reference single-speaker frames
-        n = int(np.ceil(duration / HOP)) + 1
-        ref_spk = sorted({t.speaker for t in ref})
-        r = frames(ref, n, ref_spk)
-        single = r.sum(axis=1) == 1
-        who = np.where(single, np.argmax(r, axis=1), -1)
-        hyp_names = sorted({t.speaker for t in hyp})
-        h = frames(hyp, n, hyp_names)
-        got = np.where(h.any(axis=1), np.argmax(h, axis=1), -1)
+        ref_spk, who, hyp_names, got = single_speaker_frames(ref, hyp, duration)
         row = {"rec": wav.stem, "voices": ",".join(v.name for v in voices), "minutes": duration / 60, "new": [],
                "recurring": [0.0, 0.0], "once": [0.0, 0.0]}
         for j, spk in enumerate(ref_spk):

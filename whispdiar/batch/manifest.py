@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError, UsageError
+from ..speakers.source import sha256_file
 
 MANIFEST_NAME = "whispdiar-manifest.jsonl"
 STDIN_KEY = "-"
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +47,7 @@ class Fingerprint:
 
 def fingerprint(path: str | os.PathLike[str]) -> Fingerprint:
     """Size and SHA-256 of a file's bytes (0.56 s per GB from the page cache here: docs/benchmarks.md)."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
-            h.update(block)
-            size += len(block)
-    return Fingerprint(size, h.hexdigest())
+    return Fingerprint(os.stat(path).st_size, sha256_file(path))
 
 
 def settings_hash(settings: Mapping[str, Any]) -> str:
