@@ -132,8 +132,54 @@ def hypothesis(item: Item, config: DiarizationConfig, oracle: bool = False):
     return hyp, result
 
 
-def score(items: list[Item], config: DiarizationConfig, oracle: bool = False) -> dict:
-    """Per-file and per-set scores of one variant."""
+def reference_frames(item: Item) -> np.ndarray:
+    """[F, S] bool: which reference speakers talk at each segmentation frame."""
+    from whispdiar.segmentation import frame_center
+
+    labels = sorted(item.ref.labels())
+    t = frame_center(np.arange(len(item.analysis.count_mean)))
+    m = np.zeros((len(t), len(labels)), bool)
+    for seg, _, lab in item.ref.itertracks(yield_label=True):
+        m[(t >= seg.start) & (t < seg.end), labels.index(lab)] = True
+    return m
+
+
+def bound_hypothesis(item: Item, config: DiarizationConfig, count: bool):
+    """What perfect clustering would give: every (window, local speaker) of the
+    segmentation goes to the reference speaker it overlaps most (its embedding is not
+    used), then stage 3 votes as usual; with ``count`` the per-frame speaker count is the
+    reference's too. What stays wrong is the segmentation model's: speech no local
+    speaker covers, and local speakers that run across a change of voice."""
+    from pyannote.core import Annotation, Segment
+
+    from whispdiar.diarization import _top_speakers, _turns, _vote_weights, _votes, speaker_count
+
+    a = item.analysis
+    ref = reference_frames(item)
+    frames = len(a.count_mean)
+    hard = np.full(a.has_embedding.shape, -1, np.int64)
+    for w, start in enumerate(a.start_frames):
+        n = min(a.segmentations.shape[1], frames - start)
+        act = a.segmentations[w, :n].astype(bool)
+        cover = act.T.astype(np.int64) @ ref[start:start + n].astype(np.int64)  # [3, S]
+        for j in range(3):
+            if cover.shape[1] and cover[j].max() > 0:
+                hard[w, j] = int(np.argmax(cover[j]))
+    k = max(1, ref.shape[1])
+    votes = _votes(a.start_frames, a.segmentations, hard, frames, k,
+                   _vote_weights(config.centre_weighting, config.vote_edge_weight))
+    n_active = ref.sum(axis=1) if count else speaker_count(a.count_mean, config.count_threshold)
+    active = _top_speakers(votes, n_active.astype(np.int64))
+    hyp = Annotation(uri=item.uri)
+    for i, t in enumerate(_turns(active, a.duration, config.min_duration_on, config.min_duration_off,
+                                 config.boundary_shift)):
+        hyp[Segment(t.start, t.end), i] = str(t.speaker)
+    return hyp
+
+
+def score(items: list[Item], config: DiarizationConfig, oracle: bool = False, bound: str | None = None) -> dict:
+    """Per-file and per-set scores of one variant (``bound``: "assign" or "assign+count",
+    the oracle bounds of ``bound_hypothesis`` instead of the clustering)."""
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     sets: dict[str, dict] = {}
@@ -141,7 +187,10 @@ def score(items: list[Item], config: DiarizationConfig, oracle: bool = False) ->
         s = sets.setdefault(it.set, {"m0": DiarizationErrorRate(collar=0.0, skip_overlap=False),
                                      "m25": DiarizationErrorRate(collar=0.25, skip_overlap=False),
                                      "files": []})
-        hyp, _ = hypothesis(it, config, oracle)
+        if bound is None:
+            hyp, _ = hypothesis(it, config, oracle)
+        else:
+            hyp = bound_hypothesis(it, config, count=bound == "assign+count")
         d0 = s["m0"](it.ref, hyp, uem=it.uem)
         d25 = s["m25"](it.ref, hyp, uem=it.uem)
         s["files"].append({"uri": it.uri, "der0": d0, "der25": d25, "ref": it.ref_speakers,
@@ -265,6 +314,8 @@ def main() -> None:
     ap.add_argument("--oracle", action="store_true", help="tell the clustering the true count")
     ap.add_argument("--grid", default=None, help="JSON {field: [values]}: leave-one-set-out CV")
     ap.add_argument("--files", action="store_true", help="per-file lines")
+    ap.add_argument("--bound", action="store_true",
+                    help="also score perfect clustering (oracle assignment, then oracle count too)")
     ap.add_argument("--confidence", action="store_true", help="fit and check the speaker confidence")
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--analyse-config", default="{}",
@@ -298,12 +349,19 @@ def main() -> None:
             args.json.write_text(json.dumps(cv, indent=1))
         return
     t0 = time.perf_counter()
-    res = score(items, make_config(base), args.oracle)
-    for name, r in res.items():
-        print(fmt_set(name, r))
-        if args.files:
-            for f in r["files"]:
-                print(f"    {f['uri']:14s} {100 * f['der0']:5.1f} {100 * f['der25']:5.1f}  spk {f['hyp']}/{f['ref']}")
+    runs = {"": score(items, make_config(base), args.oracle)}
+    if args.bound:
+        runs.update({b: score(items, make_config(base), bound=b) for b in ("assign", "assign+count")})
+    for tag, res in runs.items():
+        if tag:
+            print(f"-- oracle {tag}")
+        for name, r in res.items():
+            print(fmt_set(name, r))
+            if args.files:
+                for f in r["files"]:
+                    print(f"    {f['uri']:14s} {100 * f['der0']:5.1f} {100 * f['der25']:5.1f}  "
+                          f"spk {f['hyp']}/{f['ref']}")
+    res = runs[""]
     print(f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
