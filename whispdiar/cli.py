@@ -481,23 +481,23 @@ def transcribe(
 
       whispdiar transcribe --ray --from-list files.txt -f srt -d out/
     """
-    from .pipeline import Pipeline
     from .spans import make_span, parse_time
     from .transcription import check_beam_size, check_translate
-    from .writers import FORMATS, CueLimits, render
+    from .writers import FORMATS, CueLimits
 
     try:
         lang = None if language.lower() == "auto" else language.lower()
         # Options first, then every model before reading any input (stdin included).
         check_beam_size(beam_size)
         span = make_span(None if start is None else parse_time(start), None if end is None else parse_time(end))
-        limits = CueLimits(max_line=max_line_width, max_lines=max_line_count)
+        CueLimits(max_line=max_line_width, max_lines=max_line_count)  # bad values fail before any work
         whisper = model_registry.resolve(model, role="asr")
         if translate:
             check_translate(whisper)
-        seg = emb = None
-        if not no_diarize:
-            seg, emb = model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus")
+        emb = None
+        if not no_diarize:  # every model before reading any input (the worker resolves them again)
+            model_registry.resolve("segmentation-3.0")
+            emb = model_registry.resolve("campplus")
         vad = _optional_model("silero-vad")
         if (ray_address is not None or ray_actors is not None) and not ray:
             raise UsageError("--ray-address and --ray-actors go with --ray")
@@ -507,28 +507,25 @@ def transcribe(
             raise UsageError("-f html, --embed-audio and --remember are not available with --ray yet")
         plan = plan_outputs(_all_inputs(inputs, from_list), _report_formats(fmt or ["txt"], tsv, embed_audio),
                             tuple(FORMATS), output_dir, output)
-        from .batch.job import TranscribeJob
+        from .batch.job import TranscribeJob, TranscribeWorker
 
         job = TranscribeJob(model=model, diarize=not no_diarize, vad=vad is not None, beam_size=beam_size,
                             language=lang, num_speakers=num_speakers, min_speakers=min_speakers,
                             max_speakers=max_speakers, prompt=prompt, translate=translate, start=span.start,
                             end=span.end, channel=channel, formats=tuple(plan.formats), words=not no_words,
-                            max_line=max_line_width, max_lines=max_line_count, names=not no_names)
+                            max_line=max_line_width, max_lines=max_line_count, names=not no_names,
+                            embed_audio=embed_audio)
         settings = {"command": "transcribe", **job.settings(), "whisper": whisper.name,
-                    "speakers_db": str(speakers_db or ""), "threshold": threshold, "remember": remember,
-                    "embed_audio": embed_audio}
+                    "speakers_db": str(speakers_db or ""), "threshold": threshold, "remember": remember}
         record = _recorder(output_dir, settings, overwrite, "ray" if ray else "local")
         with plan, ProgressReporter(enabled=not quiet) as rep, contextlib.ExitStack() as stack:
 
             def load() -> Processor:
                 task = rep.task("loading models")
-                pipeline = stack.enter_context(Pipeline(whisper, seg, emb, vad, threads=threads or _default_threads(),
-                                                        diarize=not no_diarize, beam_size=beam_size))
+                worker = stack.enter_context(TranscribeWorker(job, threads or _default_threads()))
                 rep.done(task)
-                namer = None
-                if pipeline.embedding_model_id is not None and not no_names:
-                    namer = _namer(pipeline.embedding_model_id, speakers_db, threshold, rep, remember)
-                    pipeline.namer = namer
+                if worker.embedding_model_id is not None and not no_names:
+                    worker.use_namer(_namer(worker.embedding_model_id, speakers_db, threshold, rep, remember))
 
                 def process(source: Path, display: str) -> dict[str, str]:
                     tasks: dict[str, object] = {}
@@ -538,20 +535,11 @@ def transcribe(
                             tasks[stage] = rep.task(f"{stage} {Path(display).name}")
                         rep.update(tasks[stage], done, total)  # type: ignore[arg-type]
 
-                    result = _interruptible(lambda cancel: pipeline.run(
-                        source, language=lang, num_speakers=num_speakers,
-                        min_speakers=min_speakers, max_speakers=max_speakers, progress=progress,
-                        display_name=display, cancel=cancel, channel=channel,
-                        relabel=namer.relabel if namer is not None else None,
-                        prompt=prompt, translate=translate, start=span.start, end=span.end))
-                    if Path(display) != source:  # stdin arrives as a temporary copy: no file to record
-                        result.source = None
+                    dest = next((i.destinations.get("html") for i in plan.items if i.display == display), None)
+                    rendered = _interruptible(lambda cancel: worker.process(
+                        source, display, progress=progress, cancel=cancel, html_dest=dest))
                     for t in tasks.values():
                         rep.done(t)  # type: ignore[arg-type]
-                    rendered = {f: render(result, f, words=not no_words, cue_limits=limits)
-                                for f in plan.formats if f != "html"}
-                    if "html" in plan.formats:
-                        rendered["html"] = _html(result, plan, source, display, embed_audio, channel)
                     return rendered
 
                 return process
@@ -579,19 +567,6 @@ def _report_formats(formats: list[str], tsv: bool, embed_audio: bool) -> list[st
     if embed_audio and not {"html", "all"} & set(fmts):
         raise UsageError("--embed-audio applies to -f html")
     return ["stats-tsv" if f == "stats" and tsv else f for f in fmts]
-
-
-def _html(result: Any, plan: OutputPlan, source: Path, display: str, embed: bool, channel: int | None) -> str:
-    """The HTML report: the recording linked relative to where the page goes, or embedded."""
-    from .report import audio_reference, embed_audio
-    from .writers import HtmlWriter
-
-    if embed:
-        return HtmlWriter(embedded=embed_audio(source, channel)).render(result)
-    if str(source) != display:  # standard input: a temporary copy, gone afterwards
-        return HtmlWriter(link_audio=False).render(result)
-    dest = next((i.destinations.get("html") for i in plan.items if i.display == display), None)
-    return HtmlWriter(audio_src=audio_reference(display, dest)).render(result)
 
 
 def _optional_model(name: str) -> Path | None:
