@@ -796,3 +796,27 @@ def test_interrupted_enroll_leaves_the_database_unchanged(tmp_path: Path, sig: i
     assert proc.wait(timeout=30) == code, first + rest
     assert "Traceback" not in rest and "enrolled Anna" not in rest
     assert _dump(db) == before
+
+
+@pytest.mark.slow
+def test_cli_enroll_span_takes_clock_times(tmp_path: Path, clips: dict[str, Path],
+                                           segmentation_model_path: Path, embedding_model_path: Path) -> None:
+    """--start/--end read mm:ss as `transcribe` does; the span decides what is enrolled."""
+    db = tmp_path / "speakers.db"
+    # Two clips back to back: 0:00-0:04.6 the 4.5-s clip, then 2.9 s of the other.
+    x = np.concatenate([sf.read(clips["a"], dtype="float32")[0], sf.read(clips["b"], dtype="float32")[0]])
+    both = tmp_path / "both.wav"
+    sf.write(both, x, 16000)
+    proc = _cli("enroll", "spk533", str(both), "--start", "0:00", "--end", "0:04.6", "--speakers-db", str(db))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("enrolled spk533: 4."), proc.stderr
+    # Only the second clip (2.5 s of speech) is too little: refused, nothing added.
+    before = _dump(db)
+    proc = _cli("enroll", "Other", str(both), "--start", "0:04.6", "--speakers-db", str(db))
+    assert proc.returncode == 7 and "only 2." in proc.stderr.splitlines()[-1], proc.stderr
+    assert _dump(db) == before
+    for bad, says in ((("--start", "0:10", "--end", "0:05"), "--end"), (("--start", "1:75"), "bad time")):
+        proc = _cli("enroll", "spk533", str(both), *bad, "--speakers-db", str(db))
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert says in proc.stderr.splitlines()[-1], proc.stderr
+    assert _dump(db) == before

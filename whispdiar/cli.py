@@ -625,9 +625,10 @@ def enroll(
         "--speaker", help="With --from: the speaker, by shown name (\"Speaker 2\") or label (SPEAKER_01).")] = None,
     audio_file: Annotated[Path | None, typer.Option(
         "--audio", help="With --from: the result's audio (required for RTTM; for JSON if it moved).")] = None,
-    start: Annotated[float | None, typer.Option("--start", min=0.0, help="Use the sample from this second.")]
+    start: Annotated[str | None, typer.Option(
+        "--start", metavar="TIME", help="Use the sample from this time: seconds, mm:ss or hh:mm:ss.")] = None,
+    end: Annotated[str | None, typer.Option("--end", metavar="TIME", help="Use the sample up to this time.")]
     = None,
-    end: Annotated[float | None, typer.Option("--end", min=0.0, help="Use the sample up to this second.")] = None,
     skip_bad: Annotated[bool, typer.Option(
         "--skip-bad", help="Leave out unusable samples (no speech, unreadable) instead of failing.")] = False,
     channel: Channel = None,
@@ -647,12 +648,15 @@ def enroll(
 
       whispdiar enroll Anna meeting.wav --start 12.5 --end 31
 
+      whispdiar enroll Anna meeting.wav --start 1:02:10 --end 1:02:40
+
       whispdiar enroll Bob --from meeting.json --speaker "Speaker 2"
 
       whispdiar enroll Bob --from meeting.rttm --audio meeting.wav --speaker SPEAKER_01
     """
     from .diarization import Diarizer
     from .paths import speakers_db_path
+    from .spans import make_span, parse_time
     from .voiceprints import Sample, Skipped, VoiceprintStore
     from .voiceprints import enroll as enroll_samples
 
@@ -668,8 +672,11 @@ def enroll(
         rep.log(f"{item.source}: {item.speech_seconds:.1f} s of speech ({n} voiceprint window{'s' * (n != 1)})")
 
     try:
+        t0 = None if start is None else parse_time(start)
+        t1 = None if end is None else parse_time(end)
+        make_span(t0, t1)  # a negative or empty span fails here, before any work
         if from_result is not None or speaker is not None or audio_file is not None:
-            _enroll_from_result(name, samples, from_result, speaker, audio_file, start, end, channel,
+            _enroll_from_result(name, samples, from_result, speaker, audio_file, t0, t1, channel,
                                 speakers_db, threads, rep)
             return
         if not samples:
@@ -677,7 +684,7 @@ def enroll(
         diarizer = Diarizer(model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus"),
                             threads=threads or _default_threads())
         with VoiceprintStore(speakers_db or speakers_db_path()) as store:
-            report = enroll_samples(store, name, samples, diarizer=diarizer, start=start, end=end,
+            report = enroll_samples(store, name, samples, diarizer=diarizer, start=t0, end=t1,
                                     channel=channel, skip_bad=skip_bad, progress=progress)
     except WhispdiarError as e:
         raise _fail(e) from None
