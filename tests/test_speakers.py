@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -266,6 +267,43 @@ def test_cli_enroll_from_json(result_a: tuple[Path, dict], meetings: dict, tmp_p
     line = _one_error_line(_cli("enroll", "Bob", "--from", str(js), "--speakers-db", str(db)), 2)
     assert "--from needs --speaker" in line
     assert _dump(db) == before
+
+
+@pytest.mark.slow
+def test_cli_diarize_names_enrolled_speakers(meetings: dict, tmp_path: Path) -> None:
+    """`diarize` names speakers as `transcribe` does: Speaker N, then an enrolled name after
+    `enroll --from` its own JSON; RTTM carries the names (underscored) and confidences;
+    -f stats leaves words undefined (no transcript); --no-names keeps Speaker N."""
+    wav, spans = meetings["a"]
+    db = tmp_path / "speakers.db"
+    js = tmp_path / "a.json"
+    proc = _cli("diarize", "-q", str(wav), "-f", "json", "-o", str(js), "--speakers-db", str(db))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(js.read_text())
+    assert doc["segments"] == [] and doc["language"] is None and doc["source"]["sha256"]
+    shown = [sp["name"] for sp in doc["speakers"]]
+    assert shown == ["Speaker 1", "Speaker 2"] and all(0 < sp["confidence"] <= 1 for sp in doc["speakers"])
+    assert all(sp["words"] is None for sp in doc["speakers"])
+    # who is Speaker 2: the voice of most of its turns
+    turns2 = [(t["start"], t["end"]) for t in doc["turns"] if t["speaker"] == "Speaker 2"]
+    talk = {who: sum(max(0.0, min(e, b) - max(s0, a)) for s0, e in turns2 for a, b in ss) for who, ss in spans.items()}
+    who2 = max(talk, key=talk.__getitem__)
+    proc = _cli("enroll", who2.title(), "--from", str(js), "--speaker", "Speaker 2", "--speakers-db", str(db))
+    assert proc.returncode == 0, proc.stderr
+    txt = _cli("diarize", "-q", str(wav), "--speakers-db", str(db))
+    assert txt.returncode == 0, txt.stderr
+    lines = txt.stdout.splitlines()
+    assert re.match(rf"# speakers: Speaker 1 [01]\.\d\d, {who2.title()} [01]\.\d\d$", lines[0]), lines[0]
+    assert lines[1].startswith("# talk time: ") and all(re.fullmatch(r"\[\d\d:\d\d\.\d\d - \d\d:\d\d\.\d\d\] .+", ln)
+                                                       for ln in lines[2:])
+    assert any(ln.endswith(f"] {who2.title()}") for ln in lines[2:])
+    rttm = _cli("diarize", "-q", str(wav), "-f", "rttm", "--speakers-db", str(db)).stdout.splitlines()
+    fields = [ln.split() for ln in rttm]
+    assert {f[7] for f in fields} == {"Speaker_1", who2.title()} and all(0 < float(f[8]) <= 1 for f in fields)
+    stats = _cli("diarize", "-q", str(wav), "-f", "stats", "--tsv", "--speakers-db", str(db)).stdout.splitlines()
+    assert stats[0].split("\t")[5] == "words" and all(row.split("\t")[5] == "" for row in stats[1:])
+    anon = _cli("diarize", "-q", str(wav), "--no-names", "--speakers-db", str(db)).stdout
+    assert re.match(r"# speakers: Speaker 1 [01]\.\d\d, Speaker 2 [01]\.\d\d$", anon.splitlines()[0]), anon
 
 
 # --------------------------------------------------------------------------- speaker memory

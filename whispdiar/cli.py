@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -330,58 +331,82 @@ def _run_batch(plan: OutputPlan, load: Callable[[], Processor], rep: ProgressRep
 
 # --- diarize -----------------------------------------------------------------------------
 
-DIARIZE_FORMATS = ("txt", "rttm", "json")
+SpeakersDb = Annotated[Path | None, typer.Option("--speakers-db", help="Voiceprint database "
+                                                 "[default: $WHISPDIAR_HOME/speakers.db].")]
+Threshold = Annotated[float | None, typer.Option("--threshold", min=-1.0, max=1.0,
+                                                help="Similarity needed to name an enrolled speaker.")]
+NoNames = Annotated[bool, typer.Option("--no-names", help="Do not name enrolled speakers.")]
 
 
 @app.command()
 def diarize(
     inputs: Inputs = None,
     fmt: Annotated[list[str] | None, typer.Option("--format", "-f", metavar="FMT",
-                                                     help="txt (default), rttm, json; repeatable; all "
+                                                     help="txt (default), rttm, json, stats; repeatable; all "
                                                      "(with --output-dir).")]
     = None,
+    tsv: Annotated[bool, typer.Option("--tsv", help="-f stats as TSV (file <stem>.stats.tsv).")] = False,
     output_dir: OutputDir = None,
     output: OutputFile = None,
     num_speakers: NumSpeakers = None,
     min_speakers: MinSpeakers = None,
     max_speakers: MaxSpeakers = None,
+    speakers_db: SpeakersDb = None,
+    threshold: Threshold = None,
+    no_names: NoNames = False,
     threads: Threads = None,
     channel: Channel = None,
     from_list: FromList = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
-    """Who spoke when (no transcription).
+    """Who spoke when (no transcription), enrolled speakers by name.
 
     Examples:
 
       whispdiar diarize meeting.wav
+
+      whispdiar diarize meeting.wav -f stats
 
       whispdiar diarize meeting.wav -f rttm > meeting.rttm
 
       whispdiar diarize a.wav b.wav -f rttm --output-dir out/
     """
     from .diarization import Diarizer
-    from .outputs import render_turns
+    from .embedding import model_fingerprint
+    from .naming import diarization_result
+    from .outputs import DIARIZE_FORMATS, render_turns
+    from .speakers.source import fingerprint
 
     try:
         seg, emb = model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus")
-        plan = plan_outputs(_all_inputs(inputs, from_list), fmt or ["txt"], DIARIZE_FORMATS, output_dir, output)
+        plan = plan_outputs(_all_inputs(inputs, from_list), _report_formats(fmt or ["txt"], tsv, False),
+                            DIARIZE_FORMATS, output_dir, output)
         settings = {"command": "diarize", "num_speakers": num_speakers, "min_speakers": min_speakers,
-                    "max_speakers": max_speakers, "channel": channel}
+                    "max_speakers": max_speakers, "channel": channel, "names": not no_names,
+                    "speakers_db": str(speakers_db or ""), "threshold": threshold}
         record = _recorder(output_dir, settings, overwrite)
-        with plan, ProgressReporter(enabled=not quiet) as rep:
+        with plan, ProgressReporter(enabled=not quiet) as rep, contextlib.ExitStack() as stack:
 
             def load() -> Processor:
-                diarizer = Diarizer(seg, emb, threads=threads or _default_threads())
+                model_id = model_fingerprint(emb)
+                diarizer = Diarizer(seg, emb, threads=threads or _default_threads(), embedding_model_id=model_id)
+                stack.callback(diarizer.close)
+                namer = None if no_names else _namer(model_id, speakers_db, threshold, rep)
+                models = {"segmentation": seg.name, "embedding": emb.name}
 
                 def process(source: Path, display: str) -> dict[str, str]:
                     task = rep.task(f"diarize {Path(display).name}")
-                    result = _interruptible(lambda cancel: diarizer(
+                    t0 = time.perf_counter()
+                    diar = _interruptible(lambda cancel: diarizer(
                         source, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
-                        channel=channel, progress=lambda d, t: rep.update(task, d, t), cancel=cancel))
+                        channel=channel, progress=lambda d, t: rep.update(task, d, t), cancel=cancel,
+                        relabel=namer.relabel if namer is not None else None))
                     rep.done(task)
-                    return {f: render_turns(result, display, f) for f in plan.formats}
+                    result = diarization_result(diar, display, namer, models, round(time.perf_counter() - t0, 3))
+                    if Path(display) == source:  # standard input arrives as a temporary copy: no file to record
+                        result.source = fingerprint(source, channel)
+                    return {f: render_turns(result, f) for f in plan.formats}
 
                 return process
 
@@ -392,8 +417,6 @@ def diarize(
 
 # --- transcribe --------------------------------------------------------------------------
 
-SpeakersDb = Annotated[Path | None, typer.Option("--speakers-db", help="Voiceprint database "
-                                                 "[default: $WHISPDIAR_HOME/speakers.db].")]
 
 
 @app.command()
@@ -420,10 +443,8 @@ def transcribe(
     max_speakers: MaxSpeakers = None,
     no_diarize: Annotated[bool, typer.Option("--no-diarize", help="Transcribe only: no speakers.")] = False,
     speakers_db: SpeakersDb = None,
-    threshold: Annotated[float | None, typer.Option("--threshold", min=-1.0, max=1.0,
-                                                    help="Similarity needed to name an enrolled speaker.")]
-    = None,
-    no_names: Annotated[bool, typer.Option("--no-names", help="Do not name enrolled speakers.")] = False,
+    threshold: Threshold = None,
+    no_names: NoNames = False,
     remember: Annotated[bool | None, typer.Option(
         "--remember/--no-remember", help="Remember unknown voices as 'Unknown N' for later recordings "
         "[default: the database's setting, `whispdiar speakers config remember on|off`].", show_default=False)]

@@ -15,15 +15,18 @@ the turns are built. Calibration: docs/voiceprints.md.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .clustering import Clustering, centroids_of, l2_normalize
-from .records import Segment, Speaker, Turn
+from .records import Result, Segment, Speaker, Timings, Turn
+
+if TYPE_CHECKING:
+    from .diarization import Diarization
 
 # Calibrated by scripts/bench_voiceprints.py on LibriSpeech (docs/voiceprints.md).
 DEFAULT_THRESHOLD = 0.5
@@ -223,6 +226,30 @@ def display_names(
         taken.add(f"speaker {n}")
         out[label] = f"Speaker {n}"
     return out
+
+
+def speakers_of(diar: Diarization, namer: Callable | None, audio: str,
+                segments: Iterable[Segment] = ()) -> list[Speaker]:
+    """records.Speaker per speaker of ``diar``: enrolled voices named by ``namer`` (a
+    VoiceprintNamer, or None), speaker memory applied when it is on, the others "Speaker N"
+    with the confidence that they are distinct real voices (``whispdiar.confidence``)."""
+    from .confidence import speaker_confidence
+
+    named = dict(namer(diar)) if namer is not None else {}
+    conf: dict[str, float | None] = dict(speaker_confidence(diar.centroids, diar.turns))
+    remember = getattr(namer, "remember", None)  # speaker memory (whispdiar.speakers.memory)
+    if remember is not None:
+        named.update(remember(diar, named, conf, audio))
+    reserved = getattr(namer, "names", ())  # every enrolled name, shown or not
+    return speaker_records(list(diar.turns), named, reserved, segments, conf)
+
+
+def diarization_result(diar: Diarization, audio: str, namer: Callable | None = None,
+                       models: Mapping[str, str] | None = None, seconds: float | None = None) -> Result:
+    """A Result without text (what ``whispdiar diarize`` writes): the turns and the named
+    speakers of ``diar``; ``seconds`` the diarization's time."""
+    return Result(audio, diar.duration, None, [], speakers_of(diar, namer, audio), list(diar.turns),
+                  dict(models or {}), Timings(None, seconds, seconds or 0.0))
 
 
 def speaker_records(

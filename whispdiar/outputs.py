@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,9 @@ from .errors import OutputError, UsageError
 from .writers import EXTENSIONS
 
 if TYPE_CHECKING:
-    from .diarization import Diarization
+    from .records import Result
+
+DIARIZE_FORMATS = ("txt", "rttm", "json", "stats", "stats-tsv")
 
 
 @dataclass(slots=True)
@@ -110,22 +111,9 @@ def _check_writable_dir(d: Path) -> None:
         raise OutputError(f"output directory {d} is not writable")
 
 
-def render_turns(d: Diarization, uri: str, fmt: str) -> str:
-    """A diarization alone (the `diarize` command) as txt, rttm or json."""
-    from .rttm import format_rttm
-    from .writers import clock
+def render_turns(result: Result, fmt: str) -> str:
+    """A diarization without text (the `diarize` command) in one of ``DIARIZE_FORMATS``:
+    txt as turn lines, the others with their usual writer (json: no segments)."""
+    from .writers import render, render_turn_lines
 
-    if fmt == "rttm":
-        return format_rttm(d.turns, Path(uri).stem)
-    if fmt == "json":
-        speech = {s: 0.0 for s in d.speakers}
-        for t in d.turns:
-            speech[t.speaker] = speech.get(t.speaker, 0.0) + t.duration
-        doc = {
-            "audio": uri,
-            "duration": round(d.duration, 3),
-            "speakers": [{"label": s, "speech_seconds": round(v, 3)} for s, v in speech.items()],
-            "turns": [{"start": round(t.start, 3), "end": round(t.end, 3), "speaker": t.speaker} for t in d.turns],
-        }
-        return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
-    return "".join(f"[{clock(t.start)} - {clock(t.end)}] {t.speaker}\n" for t in d.turns)
+    return render_turn_lines(result) if fmt == "txt" else render(result, fmt)

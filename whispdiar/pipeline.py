@@ -35,9 +35,8 @@ from . import audio
 from .alignment import AlignConfig, align
 from .cancel import AnyEvent
 from .cancel import Cancelled as _StageCancelled
-from .confidence import speaker_confidence
 from .errors import WhispdiarError
-from .naming import speaker_records
+from .naming import speakers_of
 from .records import Result, Timings
 from .spans import WHOLE, Span, clip_span, make_span, shift_result, span_to_tempfile
 from .speakers.source import fingerprint
@@ -374,14 +373,7 @@ class Pipeline:
             return Result(name, transcript.duration, transcript.language, segments, [], [], dict(self.models))
         segments = align(transcript.segments, diar.exclusive, self.align_config, overlapped=diar.turns,
                          language=text_language)
-        named = dict(self.namer(diar)) if self.namer is not None else {}
-        # how likely each anonymous speaker is a distinct real voice (whispdiar.confidence)
-        conf: dict[str, float | None] = dict(speaker_confidence(diar.centroids, diar.turns))
-        remember = getattr(self.namer, "remember", None)  # speaker memory (whispdiar.speakers.memory)
-        if remember is not None:
-            named.update(remember(diar, named, conf, name))
-        reserved = getattr(self.namer, "names", ())  # every enrolled name, shown or not
-        speakers = speaker_records(list(diar.turns), named, reserved, segments, conf)
+        speakers = speakers_of(diar, self.namer, name, segments)
         return Result(name, transcript.duration, transcript.language, segments, speakers, list(diar.turns),
                       dict(self.models))
 

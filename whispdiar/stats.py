@@ -14,6 +14,7 @@ Definitions (docs/output-formats.md, "Talk-time statistics"):
 - ``words``: the words attributed to the speaker (each word's own speaker, else its
   segment's; a segment without word records counts the words of its text).
 - ``words_per_minute``: ``words / speech_seconds * 60`` (None without speech).
+  Both are None for a result without a transcript (``whispdiar diarize``).
 - ``overlap_seconds``: time this speaker speaks while at least one other speaker does.
 """
 
@@ -35,7 +36,7 @@ class SpeakerStats:
     share: float | None
     turns: int
     longest_turn_seconds: float
-    words: int
+    words: int | None  # None: no transcript (a diarization alone)
     words_per_minute: float | None
     overlap_seconds: float
 
@@ -118,6 +119,7 @@ def talk_time(result: Result) -> TalkTime:
     speech = {lb: union((t.start, t.end) for t in intervals if t.speaker == lb) for lb in labels}
     turns = _turns(intervals)
     words = _word_counts(result)
+    transcribed = bool(result.segments) or "whisper" in result.models
     total = sum(length(v) for v in speech.values())
     rows = []
     overlap_all: list[Interval] = []
@@ -134,8 +136,8 @@ def talk_time(result: Result) -> TalkTime:
             share=sec / total if total > 0 else None,
             turns=len(turns.get(lb, [])),
             longest_turn_seconds=max((e - s for s, e in turns.get(lb, [])), default=0.0),
-            words=n_words,
-            words_per_minute=n_words / sec * 60.0 if sec > 0 else None,
+            words=n_words if transcribed else None,
+            words_per_minute=n_words / sec * 60.0 if sec > 0 and transcribed else None,
             overlap_seconds=length(both),
         ))
     everyone = union((t.start, t.end) for t in intervals)
@@ -181,13 +183,13 @@ def table(tt: TalkTime, tsv: bool = False) -> str:
         for s in tt.speakers:
             rows.append("\t".join((
                 " ".join(s.name.split()), f"{s.speech_seconds:.3f}", "" if s.share is None else f"{s.share:.3f}",
-                str(s.turns), f"{s.longest_turn_seconds:.3f}", str(s.words),
+                str(s.turns), f"{s.longest_turn_seconds:.3f}", "" if s.words is None else str(s.words),
                 "" if s.words_per_minute is None else f"{s.words_per_minute:.1f}", f"{s.overlap_seconds:.3f}")))
         return "\n".join(rows) + "\n"
     cells = [list(TABLE_HEADER)]
     for s in tt.speakers:
         cells.append([" ".join(s.name.split()), span(s.speech_seconds), percent(s.share), str(s.turns),
-                      span(s.longest_turn_seconds), str(s.words),
+                      span(s.longest_turn_seconds), "-" if s.words is None else str(s.words),
                       "-" if s.words_per_minute is None else f"{s.words_per_minute:.0f}", span(s.overlap_seconds)])
     widths = [max(len(row[i]) for row in cells) for i in range(len(TABLE_HEADER))]
     lines = []

@@ -93,6 +93,22 @@ def _speaker_legend(result: Result) -> str:
     return ", ".join(parts)
 
 
+def _header_lines(result: Result) -> list[str]:
+    """The ``# speakers:`` and ``# talk time:`` lines (none without speakers)."""
+    if not result.speakers:
+        return []
+    return [f"# speakers: {_speaker_legend(result)}", f"# talk time: {stats.summary_line(stats.talk_time(result))}"]
+
+
+def render_turn_lines(result: Result) -> str:
+    """A diarization without text (``whispdiar diarize``): the header lines, then
+    ``[00:06.76 - 00:07.21] Anna`` per turn (with overlap: turns may intersect)."""
+    lines = _header_lines(result)
+    lines += [f"[{clock(t.start)} - {clock(t.end)}] {_one_line(result.speaker_name(t.speaker) or t.speaker)}"
+              for t in result.turns]
+    return "".join(line + "\n" for line in lines)
+
+
 class TxtWriter(Writer):
     """``[00:05.20] Anna: text`` -- one line per speaker turn (segment), after a
     ``# speakers: Anna 0.82, Speaker 2 0.64`` line giving each speaker's confidence and a
@@ -101,9 +117,7 @@ class TxtWriter(Writer):
     name = extension = "txt"
 
     def render(self, result: Result) -> str:
-        lines = [f"# speakers: {_speaker_legend(result)}"] if result.speakers else []
-        if result.speakers:
-            lines.append(f"# talk time: {stats.summary_line(stats.talk_time(result))}")
+        lines = _header_lines(result)
         for s in result.segments:
             text = _one_line(s.text)
             if not text:
