@@ -119,7 +119,7 @@ def talk_time(result: Result) -> TalkTime:
     speech = {lb: union((t.start, t.end) for t in intervals if t.speaker == lb) for lb in labels}
     turns = _turns(intervals)
     words = _word_counts(result)
-    transcribed = bool(result.segments) or "whisper" in result.models
+    transcribed = bool(result.segments) or result.language is not None  # diarize: neither
     total = sum(length(v) for v in speech.values())
     rows = []
     overlap_all: list[Interval] = []
