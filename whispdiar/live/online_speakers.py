@@ -26,7 +26,7 @@ from ..naming import DEFAULT_THRESHOLD, Voiceprint
 
 # Calibrated on the LibriSpeech meetings (docs/live.md): utterance embeddings of one reader
 # against that reader's running centroid are mostly above 0.5, other readers' below 0.3.
-DEFAULT_JOIN = 0.4
+DEFAULT_JOIN = 0.5
 MIN_NEW_SECONDS = 1.0  # speech an utterance needs to start a new anonymous speaker
 MIN_UPDATE_SECONDS = 0.8  # ... and to move a centroid
 PRINT_WEIGHT = 3.0  # an enrolled speaker's centroid starts as this many utterances' worth of voiceprint
