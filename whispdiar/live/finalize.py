@@ -19,14 +19,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.optimize import linear_sum_assignment
 
-from ..clustering import Clustering, l2_normalize, spectral_cluster_embeddings
+from ..clustering import Clustering, centroids_of, l2_normalize, merge_weak_clusters
 from ..naming import DEFAULT_THRESHOLD, Voiceprint, name_speakers, steer_clustering
 from ..records import Result, Segment, Speaker, Turn, Word
 from .events import LiveUtterance
-from .online_speakers import next_anonymous_names
+from .online_speakers import DEFAULT_JOIN, next_anonymous_names
 
+MIN_SPEAKER_SECONDS = 2.0  # a speaker of the instant tier needs this much speech in all
 MIN_CLUSTER_SPEECH = 0.5  # s of speech for an utterance's embedding to shape the clusters
 
 
@@ -44,15 +46,31 @@ def _best_mapping(weights: np.ndarray) -> dict[int, int]:
     return {int(r): int(c) for r, c in zip(rows, cols, strict=True) if weights[r, c] > 0}
 
 
+def cluster_utterances(x: np.ndarray, seconds: np.ndarray, join: float = DEFAULT_JOIN,
+                       min_seconds: float = MIN_SPEAKER_SECONDS) -> Clustering:
+    """Average-linkage clustering of unit utterance embeddings, cut where the mean
+    similarity between two groups falls under ``join`` (the online threshold, now with
+    every utterance known); speakers with under ``min_seconds`` of speech join their
+    nearest (``merge_weak_clusters``, as the diarizer does). Works from two utterances
+    on, where the spectral count of the batch diarizer needs many more embeddings."""
+    n = len(x)
+    if n < 2:
+        return Clustering(np.zeros(n, np.int64), x[:1].astype(np.float32))
+    z = linkage(x, method="average", metric="cosine")
+    labels = fcluster(z, 1.0 - join, criterion="distance") - 1
+    labels = merge_weak_clusters(x, labels, 1, seconds, 1, min_seconds)
+    return Clustering(labels, centroids_of(x, labels, int(labels.max()) + 1))
+
+
 def recluster(utts: Sequence[LiveUtterance], voiceprints: Mapping[str, Voiceprint],
-              threshold: float = DEFAULT_THRESHOLD) -> list[str]:
+              threshold: float = DEFAULT_THRESHOLD, join: float = DEFAULT_JOIN) -> list[str]:
     """The shown name of each utterance after a global clustering of their embeddings."""
     live = [u.name for u in utts]
     train = [i for i, u in enumerate(utts) if u.embedding is not None and u.speech_seconds >= MIN_CLUSTER_SPEECH]
     if len(train) < 2:
         return live
     x = l2_normalize(np.stack([utts[i].embedding for i in train]))
-    clustering = spectral_cluster_embeddings(x, np.array([utts[i].speech_seconds for i in train]))
+    clustering = cluster_utterances(x, np.array([utts[i].speech_seconds for i in train]), join)
     if voiceprints:
         clustering = steer_clustering(clustering, x, voiceprints, threshold)
     labels = _label_all(utts, train, clustering)
