@@ -319,7 +319,8 @@ def test_too_slow_setting_degrades_and_says_so(tmp_path: Path, two_readers: np.n
     feeder = _paced(proc, data, speed=3.0)
     feeder.join()
     end = time.monotonic()
-    out, err = proc.communicate(timeout=300)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    proc.wait(300)
     tail = time.monotonic() - end
     assert proc.returncode == 0, err.decode()
     assert "falling behind" in err.decode()
