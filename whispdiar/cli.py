@@ -580,6 +580,77 @@ def transcribe(
         raise _fail(e) from None
 
 
+# --- live ----------------------------------------------------------------------------------
+
+@app.command()
+def live(
+    source: Annotated[str | None, typer.Argument(help="- for standard input (raw PCM with --format, else any "
+                                                 "stream FFmpeg decodes, e.g. arecord's WAV), or a stream URL.",
+                                                 show_default=False, metavar="[INPUT]")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", metavar="NAME", help="Record from a microphone: default, or a PortAudio device name or "
+        "number (needs whispdiar[mic] and libportaudio2).")] = None,
+    raw_format: Annotated[str | None, typer.Option(
+        "--format", metavar="PCM", help="Standard input is raw PCM: s16le, s32le or f32le.")] = None,
+    rate: Annotated[int, typer.Option("--rate", help="Raw PCM sample rate (Hz).")] = 16000,
+    channels: Annotated[int, typer.Option("--channels", help="Raw PCM channels (mixed to mono).")] = 1,
+    fmt: Annotated[list[str] | None, typer.Option(
+        "-f", metavar="FMT", help="Output files at the end, as for transcribe (txt, json, srt, vtt, ...); "
+        "need -o or --output-dir.")] = None,
+    output_dir: OutputDir = None,
+    output: OutputFile = None,
+    save: Annotated[Path | None, typer.Option(
+        "--save", metavar="WAV", help="Keep the recording here (else a temporary file, deleted at the end).")]
+    = None,
+    no_refine: Annotated[bool, typer.Option(
+        "--no-refine", help="Stop after the instant tier (no second pass over the recording).")] = False,
+    partial: Annotated[bool, typer.Option(
+        "--partial", help="On a terminal, show the utterance in progress on a rewritten line.")] = False,
+    model: Annotated[str, typer.Option("--model", "-m", help="Whisper model (tiny.en is the quickest).")]
+    = "base",
+    language: Annotated[str, typer.Option("--language", "-l", help="auto, or a code such as en, pl, de.")]
+    = "auto",
+    prompt: Annotated[str | None, typer.Option("--prompt", metavar="TEXT", help="Names, jargon for whisper.")]
+    = None,
+    speakers_db: SpeakersDb = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", min=-1.0, max=1.0,
+                                                    help="Similarity needed to name an enrolled speaker.")]
+    = None,
+    no_names: Annotated[bool, typer.Option("--no-names", help="Do not name enrolled speakers.")] = False,
+    no_words: Annotated[bool, typer.Option("--no-words", help="Leave the words out of json.")] = False,
+    threads: Threads = None,
+    quiet: Quiet = False,
+) -> None:
+    """Transcribe with speakers while the audio arrives: one line per utterance as soon as
+    it is final, enrolled speakers named live; at the end (input over, or Ctrl-C) the
+    instant tier (speakers re-clustered over the whole meeting) and then the refined tier
+    (the recording through the transcribe pipeline) write the -f outputs, each atomically.
+    A second Ctrl-C stops the refinement and keeps the instant outputs.
+
+    Examples:
+
+      whispdiar live --device default -m tiny.en --partial
+
+      arecord -f S16_LE -r 16000 -c 1 | whispdiar live - --save meeting.wav -f json -d out/
+
+      ffmpeg -i talk.mp4 -f s16le -ar 16000 -ac 1 - | whispdiar live - --format s16le -f srt -o talk.srt
+
+      whispdiar live https://radio.example/stream.ogg -m tiny.en --no-refine
+    """
+    from .live.run import LiveOptions, run_live
+
+    try:
+        lang = None if language.lower() == "auto" else language.lower()
+        opts = LiveOptions(source, raw_format, rate, channels, device, model, lang, prompt,
+                           threads or _default_threads(), partial, list(fmt or []), output_dir, output, save,
+                           not no_refine, speakers_db, threshold, not no_names, not no_words, quiet)
+        code = run_live(opts)
+    except WhispdiarError as e:
+        raise _fail(e) from None
+    if code:
+        raise typer.Exit(code)
+
+
 def _report_formats(formats: list[str], tsv: bool, embed_audio: bool) -> list[str]:
     """``--tsv`` turns ``-f stats`` into ``stats-tsv``; both options need their format."""
     fmts = [f.lower() for f in formats]

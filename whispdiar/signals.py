@@ -73,6 +73,12 @@ def raise_pending() -> None:
         _raise_for(_Deferral.pending)
 
 
+def clear_pending() -> None:
+    """Forget a signal that was handled (``whispdiar live`` takes the first Ctrl-C as
+    "stop recording, then finish"), so it is not raised again later."""
+    _Deferral.pending = None
+
+
 @contextmanager
 def deferred() -> Iterator[None]:
     """A signal that arrives inside the block is raised when the block ends."""

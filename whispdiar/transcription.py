@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import SAMPLE_RATE, info, load, stream
-from .cancel import AnyEvent
+from .cancel import AnyEvent, EventLike
 from .cancel import Cancelled as BaseCancelled
 from .errors import ModelError, UsageError
 from .ggml import WhisperHeader, read_header
@@ -780,6 +780,24 @@ class Transcriber:
         if self.refine and self.timing == "dtw" and self.vad is not None and probs is not None:
             lag = refine_word_times(segments, probs)
         return Transcript(segments, lang, duration, list(regions), self.name, lag, translate)
+
+    def decode(
+        self, signal: np.ndarray, language: str | None = None, threads: int | None = None,
+        cancel: EventLike | None = None, prompt: str | None = None, translate: bool = False,
+    ) -> tuple[list[RawSegment], str | None]:
+        """Decode one chunk already in memory (16 kHz, at most ~29 s; ``chunk_segments``
+        maps its output to the recording): (raw segments, detected language or None).
+        For callers that cut their own chunks (live input). Raises Cancelled when
+        ``cancel`` is set or the transcriber is closed; safe to call from several threads
+        (each decode takes its own context)."""
+        lang = self.check_language(language)
+        self.check_task(translate)
+
+        def stopped() -> bool:
+            return self._closing.is_set() or (cancel is not None and cancel.is_set())
+
+        return self._run(np.asarray(signal, np.float32), lang, max(1, threads or self.threads), stopped,
+                         clean_prompt(prompt), translate)
 
     # -- internals -----------------------------------------------------------------
 

@@ -86,6 +86,10 @@ class SileroVad:
             out[:, f] = prob[:, 0]
         return [out[i, w_max:w_max + n_frames[i]] for i in range(b)]
 
+    def stream(self) -> VadStream:
+        """A stateful frame-by-frame view for audio that arrives in pieces (live input)."""
+        return VadStream(self)
+
     def probabilities(self, signal: np.ndarray) -> np.ndarray:
         """Speech probability per 32 ms frame of a 16 kHz mono signal."""
         return self._probabilities_blocks([signal])
@@ -122,6 +126,34 @@ class SileroVad:
         if len(pending):
             flush(pending, history)
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+class VadStream:
+    """Silero over a stream fed in pieces of any length: one probability per complete
+    32 ms frame, the recurrent state carried across calls (the same values as one pass
+    over the whole signal). One stream per thread; the session may be shared."""
+
+    def __init__(self, vad: SileroVad):
+        self._session = vad._session
+        self._sr = vad._sr
+        self._state = np.zeros((2, 1, 128), np.float32)
+        self._context = np.zeros(CONTEXT, np.float32)
+        self._rest = np.zeros(0, np.float32)
+        self.frames = 0  # frames computed so far
+
+    def feed(self, samples: np.ndarray) -> np.ndarray:
+        x = np.concatenate([self._rest, np.asarray(samples, np.float32)])
+        n = len(x) // FRAME
+        out = np.zeros(n, np.float32)
+        for i in range(n):
+            frame = x[i * FRAME:(i + 1) * FRAME]
+            window = np.concatenate([self._context, frame])[None]
+            prob, self._state = self._session.run(None, {"input": window, "state": self._state, "sr": self._sr})
+            out[i] = prob[0, 0]
+            self._context = frame[-CONTEXT:]
+        self._rest = x[n * FRAME:]
+        self.frames += n
+        return out
 
 
 def speech_regions(

@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Benchmark ``whispdiar live``: play a recording into ``whispdiar live -`` at real-time
+pace (this script paces the pipe) and measure what a user sees.
+
+    python scripts/bench_live.py --model tiny.en --minutes 3          # synthetic meeting
+    python scripts/bench_live.py --model base --audio sample.wav --rttm sample.rttm
+
+Reports: latency from the end of each reference utterance (RTTM turns of one speaker
+joined across gaps < 0.5 s) to the printed line that holds it (the last line starting
+before that end; median, p95, max, first vs last minute); CPU seconds and peak RSS of
+the live process (psutil, every 0.5 s; RSS at minute 1 vs the end); WER of the live
+lines against the refined (batch) transcript; agreement of live speaker labels with the
+refined pass (share of the refined speech, one-to-one best mapping); the instant tier's
+time (input closed -> instant files written); and the instant finalization alone on
+60 minutes' worth of utterances (library call, 1200 utterances of 4 voices).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import soundfile as sf
+from scipy.optimize import linear_sum_assignment
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def reference_utterances(rttm: Path, gap: float = 0.5) -> list[tuple[float, float, str]]:
+    turns = sorted((float(p[3]), float(p[3]) + float(p[4]), p[7]) for p in (line.split() for line in rttm.open())
+                   if p and p[0] == "SPEAKER")
+    out: list[list] = []
+    for s, e, who in turns:
+        if out and out[-1][2] == who and s - out[-1][1] < gap:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e, who])
+    return [(a, b, c) for a, b, c in out]
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^\w' ]+", " ", text.lower()).split()
+
+
+def wer(ref: list[str], hyp: list[str]) -> float:
+    if not ref:
+        return 0.0
+    prev = np.arange(len(hyp) + 1)
+    h = np.array(hyp, dtype=object)
+    for i, r in enumerate(ref, 1):
+        cur = np.empty_like(prev)
+        cur[0] = i
+        sub = prev[:-1] + (h != r)
+        cur[1:] = np.minimum(sub, prev[1:] + 1)
+        for j in range(1, len(cur)):  # insertions run left to right
+            if cur[j - 1] + 1 < cur[j]:
+                cur[j] = cur[j - 1] + 1
+        prev = cur
+    return float(prev[-1]) / len(ref)
+
+
+def agreement(lines: list[tuple[float, str]], turns: list[dict], end: float) -> float:
+    """Share of the refined pass's speech (10 ms frames) whose live line has the mapped label."""
+    if not lines or not turns:
+        return 0.0
+    starts = np.array([t for t, _ in lines])
+    live_names = sorted({n for _, n in lines})
+    ref_names = sorted({t["speaker"] for t in turns})
+    m = np.zeros((len(ref_names), len(live_names)))
+    for t in turns:
+        for f in np.arange(t["start"], t["end"], 0.01):
+            k = int(np.searchsorted(starts, f, side="right")) - 1
+            if k >= 0:
+                m[ref_names.index(t["speaker"]), live_names.index(lines[k][1])] += 1
+    r, c = linear_sum_assignment(m, maximize=True)
+    return float(m[r, c].sum() / max(1, m.sum()))
+
+
+def instant_on_60_minutes() -> float:
+    from whispdiar.live.events import LiveUtterance
+    from whispdiar.live.finalize import build_result, recluster
+    from whispdiar.records import Word
+    from whispdiar.writers import render
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 192))
+    utts = []
+    for i in range(1200):  # one utterance every 3 s for 60 minutes
+        e = centres[i % 4] + rng.normal(scale=0.9, size=192)
+        ws = [Word(f"w{j}", i * 3 + j * 0.3, i * 3 + j * 0.3 + 0.25, 0.9) for j in range(8)]
+        utts.append(LiveUtterance(i, i * 3.0, i * 3.0 + 2.6, " ".join(w.text for w in ws), ws, f"S{i % 4}",
+                                  f"Speaker {i % 4 + 1}", 2.4, e.astype(np.float32)))
+    t0 = time.perf_counter()
+    names = recluster(utts, {})
+    result = build_result(utts, names, "live", 3600.0, "en", {})
+    for fmt in ("json", "txt", "srt"):
+        render(result, fmt)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny.en")
+    ap.add_argument("--audio", type=Path)
+    ap.add_argument("--rttm", type=Path)
+    ap.add_argument("--minutes", type=float, default=3.0, help="synthetic meeting length (without --audio)")
+    ap.add_argument("--speakers", type=int, default=3)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/wd-bench-live"))
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.audio is None:
+        folder = args.work / f"meeting-{args.minutes:g}"
+        if not list(folder.glob("*.wav")):
+            subprocess.run([sys.executable, str(ROOT / "scripts/make_meetings.py"), "--out", str(folder),
+                            "--long-minutes", str(args.minutes), "--speakers", str(args.speakers), "--seed", "7"],
+                           check=True)
+        args.audio = next(folder.glob("*.wav"))
+        args.rttm = args.audio.with_suffix(".rttm")
+    x, sr = sf.read(args.audio, dtype="int16")
+    if x.ndim > 1:
+        x = x[:, 0]
+    assert sr == 16000, "16 kHz input expected"
+    out_dir = args.work / f"out-{args.model}"
+    out_dir.mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "whispdiar", "live", "-", "--format", "s16le", "-m", args.model, "-f", "json",
+           "-d", str(out_dir), "--save", str(args.work / "rec.wav"), "--threads", str(args.threads),
+           "--speakers-db", str(args.work / "none.db")]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    ps = psutil.Process(proc.pid)
+    lines: list[tuple[float, float, str, str]] = []  # (arrival s since start, line start, name, text)
+    stderr: list[tuple[float, str]] = []
+    t0 = time.monotonic()
+
+    def read_out() -> None:
+        for raw in proc.stdout:
+            s = raw.decode()
+            if s.startswith("["):
+                stamp, rest = s[1:].split("] ", 1)
+                parts = [float(p) for p in stamp.split(":")]
+                start = sum(p * 60 ** (len(parts) - 1 - i) for i, p in enumerate(parts))
+                name, _, text = rest.rstrip("\n").partition(": ")
+                lines.append((time.monotonic() - t0, start, name, text))
+
+    def read_err() -> None:
+        for raw in proc.stderr:
+            stderr.append((time.monotonic() - t0, raw.decode().rstrip()))
+
+    samples: list[tuple[float, int, float]] = []  # (t, rss, cpu seconds)
+
+    def watch() -> None:
+        while proc.poll() is None:
+            try:
+                c = ps.cpu_times()
+                samples.append((time.monotonic() - t0, ps.memory_info().rss, c.user + c.system))
+            except psutil.Error:
+                return
+            time.sleep(0.5)
+
+    for f in (read_out, read_err, watch):
+        threading.Thread(target=f, daemon=True).start()
+    time.sleep(3.0)  # model loading before the "meeting" starts, as a user would wait for it
+    t0 = time.monotonic()
+    step = 1600
+    for i in range(0, len(x), step):
+        proc.stdin.write(x[i:i + step].tobytes())
+        proc.stdin.flush()
+        d = (i + step) / sr - (time.monotonic() - t0)
+        if d > 0:
+            time.sleep(d)
+    proc.stdin.close()
+    closed = time.monotonic() - t0
+    proc.wait()
+    time.sleep(0.5)
+    duration = len(x) / sr
+    refs = reference_utterances(args.rttm)
+    lat = []
+    for _s, e, _ in refs:
+        cands = [ln for ln in lines if ln[1] < e]
+        if cands:
+            arrival = max(cands, key=lambda ln: ln[1])[0]
+            if arrival >= e - 0.5:
+                lat.append((e, arrival - e))
+    la = np.array([v for _, v in lat])
+    first = np.array([v for t, v in lat if t < 60]) if lat else la
+    last = np.array([v for t, v in lat if t >= duration - 60]) if lat else la
+    refined = json.loads((out_dir / "rec.json").read_text())
+    batch_text = " ".join(s["text"] for s in refined["segments"])
+    live_text = " ".join(ln[3] for ln in lines)
+    instant_at = next((t for t, m in stderr if m.startswith("wrote")), None)
+    rss = [r for _, r, _ in samples]
+    rss1 = [r for t, r, _ in samples if 55 <= t <= 65] or rss[:1]
+    cpu = samples[-1][2] if samples else float("nan")
+    report = {
+        "model": args.model, "audio": str(args.audio), "minutes": round(duration / 60, 2), "threads": args.threads,
+        "lines": len(lines), "reference_utterances": len(refs), "measured": len(la),
+        "latency_median": round(float(np.median(la)), 2), "latency_p95": round(float(np.percentile(la, 95)), 2),
+        "latency_max": round(float(la.max()), 2),
+        "latency_median_first_minute": round(float(np.median(first)), 2) if len(first) else None,
+        "latency_median_last_minute": round(float(np.median(last)), 2) if len(last) else None,
+        "cpu_seconds": round(cpu, 1), "cpu_share_of_one_core": round(cpu / (closed + 3.0), 2),
+        "peak_rss_mb": round(max(rss) / 2**20), "rss_minute1_mb": round(max(rss1) / 2**20),
+        "rss_end_of_input_mb": round(max(r for t, r, _ in samples if t <= closed) / 2**20),
+        "wer_live_vs_batch": round(wer(words(batch_text), words(live_text)), 3),
+        "agreement_live_vs_refined": round(agreement([(ln[1], ln[2]) for ln in lines], refined["turns"],
+                                                     duration), 3),
+        "instant_seconds_after_input_end": round(instant_at - closed, 2) if instant_at else None,
+        "instant_finalization_60min_library_s": round(instant_on_60_minutes(), 2),
+        "degraded": [m for _, m in stderr if "falling behind" in m][:3],
+        "final_line": stderr[-1][1] if stderr else "",
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
