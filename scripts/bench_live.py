@@ -10,7 +10,9 @@ joined across gaps < 0.5 s) to the printed line that holds it (the last line sta
 before that end; median, p95, max, first vs last minute); CPU seconds and peak RSS of
 the live process (psutil, every 0.5 s; RSS at minute 1 vs the end); WER of the live
 lines against the refined (batch) transcript; agreement of live speaker labels with the
-refined pass (share of the refined speech, one-to-one best mapping); the instant tier's
+refined pass (share of the refined speech, one-to-one best mapping); for the synthetic
+meeting, the share of the enrolled readers' speech (``--enroll``, enrolled from
+utterances the meeting does not use) whose live line carries their name; the instant tier's
 time (input closed -> instant files written); and the instant finalization alone on
 60 minutes' worth of utterances (library call, 1200 utterances of 4 voices).
 """
@@ -32,6 +34,7 @@ import soundfile as sf
 from scipy.optimize import linear_sum_assignment
 
 ROOT = Path(__file__).resolve().parent.parent
+LIBRISPEECH = ROOT.parent / "shared" / "data" / "librispeech"  # 5 readers x 10 utterances
 sys.path.insert(0, str(ROOT))
 
 
@@ -116,16 +119,39 @@ def main() -> None:
     ap.add_argument("--speakers", type=int, default=3)
     ap.add_argument("--work", type=Path, default=Path("/tmp/wd-bench-live"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--enroll", type=int, default=2,
+                    help="synthetic meeting: enroll this many of its readers (from utterances it does not use)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    db = args.work / "speakers.db"
+    db.unlink(missing_ok=True)
+    enrolled: dict[str, str] = {}  # reference label -> enrolled name
     if args.audio is None:
+        # The meeting uses each reader's first 7 utterances; the other 3 enroll them, so
+        # no enrolled second is heard in the meeting.
+        source, held = args.work / "source", args.work / "enroll"
+        for r in sorted(p for p in LIBRISPEECH.iterdir() if p.is_dir()):
+            files = sorted(r.glob("*.flac"))
+            for dest, part in ((source, files[:7]), (held, files[7:])):
+                (dest / r.name).mkdir(parents=True, exist_ok=True)
+                for f in part:
+                    link = dest / r.name / f.name
+                    if not link.exists():
+                        link.symlink_to(f)
         folder = args.work / f"meeting-{args.minutes:g}"
         if not list(folder.glob("*.wav")):
             subprocess.run([sys.executable, str(ROOT / "scripts/make_meetings.py"), "--out", str(folder),
-                            "--long-minutes", str(args.minutes), "--speakers", str(args.speakers), "--seed", "7"],
-                           check=True)
+                            "--source", str(source), "--long-minutes", str(args.minutes),
+                            "--speakers", str(args.speakers), "--seed", "7"], check=True)
         args.audio = next(folder.glob("*.wav"))
         args.rttm = args.audio.with_suffix(".rttm")
+        labels = sorted({who for _, _, who in reference_utterances(args.rttm)})
+        for label in labels[: args.enroll]:
+            name = f"Reader {label.removeprefix('spk')}"
+            subprocess.run([sys.executable, "-m", "whispdiar", "enroll", name, *map(str, sorted(
+                (held / label.removeprefix("spk")).glob("*.flac"))), "--speakers-db", str(db), "-q"],
+                check=True, cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+            enrolled[label] = name
     x, sr = sf.read(args.audio, dtype="int16")
     if x.ndim > 1:
         x = x[:, 0]
@@ -134,7 +160,7 @@ def main() -> None:
     out_dir.mkdir(exist_ok=True)
     cmd = [sys.executable, "-m", "whispdiar", "live", "-", "--format", "s16le", "-m", args.model, "-f", "json",
            "-d", str(out_dir), "--save", str(args.work / "rec.wav"), "--threads", str(args.threads),
-           "--speakers-db", str(args.work / "none.db")]
+           "--speakers-db", str(db)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     ps = psutil.Process(proc.pid)
@@ -191,6 +217,13 @@ def main() -> None:
             arrival = max(cands, key=lambda ln: ln[1])[0]
             if arrival >= e - 0.5:
                 lat.append((e, arrival - e))
+    named = {"speech": 0.0, "right": 0.0}  # enrolled readers' reference speech, and the share named right
+    for s0, e, who in refs:
+        if who in enrolled:
+            cands = [ln for ln in lines if ln[1] < e]
+            named["speech"] += e - s0
+            if cands and max(cands, key=lambda ln: ln[1])[2] == enrolled[who]:
+                named["right"] += e - s0
     la = np.array([v for _, v in lat])
     first = np.array([v for t, v in lat if t < 60]) if lat else la
     last = np.array([v for t, v in lat if t >= duration - 60]) if lat else la
@@ -214,6 +247,8 @@ def main() -> None:
         "wer_live_vs_batch": round(wer(words(batch_text), words(live_text)), 3),
         "agreement_live_vs_refined": round(agreement([(ln[1], ln[2]) for ln in lines], refined["turns"],
                                                      duration), 3),
+        "enrolled": sorted(enrolled.values()),
+        "enrolled_named_live": round(named["right"] / named["speech"], 3) if named["speech"] else None,
         "instant_seconds_after_input_end": round(instant_at - closed, 2) if instant_at else None,
         "instant_finalization_60min_library_s": round(instant_on_60_minutes(), 2),
         "degraded": [m for _, m in stderr if "falling behind" in m][:3],

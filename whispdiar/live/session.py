@@ -50,7 +50,7 @@ from ..transcription import JOIN_SILENCE, LEAD_IN, MAX_CHUNK_SECONDS, Chunk, Pie
 from ..vad import FRAME_SECONDS, SileroVad
 from .events import Degraded, Event, Final, Finished, LiveUtterance, Partial, SpeakerUpdate
 from .online_speakers import DEFAULT_JOIN, OnlineSpeakers
-from .turns import split_at_changes
+from .turns import change_points, split_at_changes
 from .utterances import EndpointConfig, Endpointer, Utterance
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,9 @@ class LiveSession:
                                        name_threshold=self.config.name_threshold)
         self.utterances: list[LiveUtterance] = []  # finished, in order
         self._own = own_engines
-        self._endpointer = Endpointer(engines.vad.stream(), self.config.endpoint)
+        seg = engines.segmenter
+        self._endpointer = Endpointer(engines.vad.stream(), self.config.endpoint,
+                                      None if seg is None else lambda x: change_points(seg, x))
         self._cv = threading.Condition()
         self._inbox: deque[np.ndarray] = deque()
         self._waiting: deque[Utterance] = deque()

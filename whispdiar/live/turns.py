@@ -67,19 +67,25 @@ def runs(labels: np.ndarray, min_frames: int) -> list[tuple[int, int, int]]:
     return [(a, b, c) for a, b, c in out]
 
 
-def split_at_changes(segmenter: Segmenter, u: Utterance, min_turn: float = MIN_TURN) -> list[Utterance]:
-    """``u`` cut at its speaker changes (``[u]`` when one speaker holds it)."""
-    if u.duration < 2 * min_turn:
-        return [u]
-    n = min(len(u.samples), WINDOW_SAMPLES)
+def change_points(segmenter: Segmenter, samples: np.ndarray, min_turn: float = MIN_TURN) -> list[float]:
+    """Seconds into ``samples`` (at most one 10 s window is read) where the speaker
+    changes, each side of every change holding at least ``min_turn`` s."""
+    if len(samples) < 2 * min_turn * 16000:
+        return []
+    n = min(len(samples), WINDOW_SAMPLES)
     window = np.zeros((1, WINDOW_SAMPLES), np.float32)
-    window[0, :n] = u.samples[:n]  # utterances are at most ~10 s (EndpointConfig.max_seconds)
+    window[0, :n] = samples[:n]  # utterances are at most ~10 s (EndpointConfig.max_seconds)
     activity = segmenter(window)[0]
     frames = min(NUM_FRAMES, int(n / WINDOW_SAMPLES * NUM_FRAMES))
     parts = runs(dominant(activity[:frames]), int(round(min_turn / FRAME_STEP)))
-    if len(parts) < 2:
+    return [float(frame_center(a)) for a, _, _ in parts[1:]]
+
+
+def split_at_changes(segmenter: Segmenter, u: Utterance, min_turn: float = MIN_TURN) -> list[Utterance]:
+    """``u`` cut at its speaker changes (``[u]`` when one speaker holds it)."""
+    cuts = change_points(segmenter, u.samples, min_turn)
+    if not cuts:
         return [u]
-    cuts = [float(frame_center(a)) for a, _, _ in parts[1:]]
     out: list[Utterance] = []
     bounds = [0.0, *cuts, u.duration]
     for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):

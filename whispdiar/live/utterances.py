@@ -6,12 +6,16 @@ endpoint); it is padded by ``pad`` on both sides, as the batch VAD regions are (
 needs a word's onset and tail). One longer than ``max_seconds`` is cut at its least
 speech-like frame in the last third, so a monologue still comes out in pieces.
 Utterances with less than ``min_speech`` seconds of speech (a cough, a click) are dropped.
+With a ``changes`` function (segmentation-3.0's speaker changes, ``turns.change_points``)
+the open utterance is also checked every ``change_every`` seconds and cut where another
+voice has taken over, so the first speaker's line does not wait for the next pause.
 
 Only the audio since the oldest sample still needed is kept: memory stays flat.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +37,9 @@ class EndpointConfig:
     # Longer utterances are cut (within one segmentation window of 10 s): in a quick
     # exchange without pauses, no line waits longer than this (docs/live.md).
     max_seconds: float = 6.0
+    # With a change detector: how often the open utterance is checked for a new voice
+    # (one 10-s segmentation window, ~50 ms of a core, per check).
+    change_every: float = 1.0
 
 
 @dataclass(slots=True)
@@ -58,9 +65,13 @@ class Utterance:
 class Endpointer:
     """Feed audio blocks, get finished utterances; ``flush`` closes the open one."""
 
-    def __init__(self, vad: VadStream, config: EndpointConfig | None = None):
+    def __init__(self, vad: VadStream, config: EndpointConfig | None = None,
+                 changes: Callable[[np.ndarray], list[float]] | None = None):
+        """``changes(samples)``: seconds into ``samples`` where the speaker changes."""
         self.vad = vad
         self.config = config or EndpointConfig()
+        self.changes = changes
+        self._checked = 0  # frame up to which the open utterance was checked for a change
         self._audio = np.zeros(0, np.float32)  # samples from _offset on
         self._offset = 0  # stream sample index of _audio[0]
         self._probs = np.zeros(0, np.float32)  # per frame, from frame _offset // FRAME on
@@ -88,7 +99,7 @@ class Endpointer:
             f = first + k
             if self._start is None:
                 if p >= cfg.on:
-                    self._start, self._silent = f, None
+                    self._start, self._silent, self._checked = f, None, f
                 continue
             if p >= cfg.off:
                 self._silent = None
@@ -106,6 +117,14 @@ class Endpointer:
                 if u is not None:
                     out.append(u)
                 self._start, self._silent, self._unpadded = cut, None, True
+            elif self.changes is not None and (f + 1 - self._checked) * FRAME_SECONDS >= cfg.change_every:
+                self._checked = f + 1
+                cut = self._change_frame(f + 1)
+                if cut is not None:
+                    u = self._close(cut, pad_end=False)
+                    if u is not None:
+                        out.append(u)
+                    self._start, self._silent, self._unpadded, self._checked = cut, None, True, cut
         self._frame = first + len(probs)
         self._trim()
         return out
@@ -127,6 +146,16 @@ class Endpointer:
         return self._cut(self._start, self._frame, False, final=False)
 
     # -- internals
+    def _change_frame(self, end: int) -> int | None:
+        """The frame of the first speaker change in the open utterance up to ``end``."""
+        assert self.changes is not None and self._start is not None
+        u = self._cut(self._start, end, False, final=False)
+        points = self.changes(u.samples)
+        if not points:
+            return None
+        frame = int(round((u.start + points[0]) / FRAME_SECONDS))
+        return frame if self._start < frame < end else None
+
     def _quiet_frame(self, a: int, b: int) -> int:
         lo = a + (b - a) * 2 // 3
         p = self._probs_of(lo, b)
