@@ -88,6 +88,36 @@ def test_endpointer_cuts_at_pauses_and_flushes(vad_model_path: Path, two_readers
     assert all(u.end <= last.start + 0.4 for u in early)
 
 
+def test_endpointer_cuts_at_a_change_of_voice_without_a_pause(vad_model_path: Path,
+                                                              segmentation_model_path: Path) -> None:
+    """Two readers back to back with no pause: with segmentation-3.0's change points the
+    first reader's utterance closes near the change, before the 6-s cut would, and while
+    the second still speaks (not at flush)."""
+    from whispdiar.live.turns import change_points
+    from whispdiar.segmentation import Segmenter
+
+    a = _load("ls-1998-15444-0001.flac")[: 4 * 16000]
+    b = _load("ls-2033-164914-0003.flac")[: 5 * 16000]
+    x = np.concatenate([a, b])
+    seg = Segmenter(segmentation_model_path, 1)
+    ep = Endpointer(SileroVad(vad_model_path, threads=1, lanes=1).stream(), changes=lambda y: change_points(seg, y))
+    cut = [u for i in range(0, len(x), 1600) for u in ep.feed(x[i:i + 1600])]
+    assert cut, "nothing closed before the input ended"
+    assert abs(cut[0].end - 4.0) < 0.6, [(u.start, u.end) for u in cut]
+    plain = Endpointer(SileroVad(vad_model_path, threads=1, lanes=1).stream())  # without: the 6-s cut
+    first = next(u for i in range(0, len(x), 1600) for u in plain.feed(x[i:i + 1600]))
+    assert first.end > 5.0
+
+
+def test_final_labels_are_numbered_by_first_appearance() -> None:
+    from whispdiar.live.finalize import dense_names
+
+    assert dense_names(["Speaker 4", "Speaker 2", "Jan", "Speaker 4", "Speaker 7"], ["Jan"]) == \
+        ["Speaker 1", "Speaker 2", "Jan", "Speaker 1", "Speaker 3"]
+    # an enrolled name that looks anonymous keeps its number to itself
+    assert dense_names(["Speaker 3", "Speaker 1"], ["Speaker 1"]) == ["Speaker 2", "Speaker 1"]
+
+
 def test_clock() -> None:
     assert clock(6.78) == "00:06.8"
     assert clock(3725.04) == "1:02:05.0"

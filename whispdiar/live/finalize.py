@@ -132,6 +132,25 @@ def build_result(utts: Sequence[LiveUtterance], names: Sequence[str], audio: str
     return Result(audio, round(duration, 3), language, segments, speakers, turns, dict(models))
 
 
+def dense_names(names: Sequence[str], reserved: Iterable[str] = ()) -> list[str]:
+    """The anonymous names (those not in ``reserved``, the enrolled ones) renumbered
+    "Speaker 1", "Speaker 2", ... by first appearance, as ``transcribe`` numbers them: live,
+    a voice first split in two may have shown as "Speaker 3" before the instant tier joined
+    it to "Speaker 1", and a saved transcript of two people should not read 1 and 4."""
+    enrolled = {r.casefold() for r in reserved}
+    fresh = iter(next_anonymous_names((), enrolled))
+    mapping: dict[str, str] = {}
+    out = []
+    for n in names:
+        if n.casefold() in enrolled:
+            out.append(n)
+            continue
+        if n not in mapping:
+            mapping[n] = next(fresh)
+        out.append(mapping[n])
+    return out
+
+
 def changed(before: Sequence[str], after: Sequence[str]) -> TierChange:
     return TierChange(sum(a != b for a, b in zip(before, after, strict=True)), len(before))
 

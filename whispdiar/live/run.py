@@ -22,7 +22,7 @@ from ..outputs import OutputPlan, plan_outputs
 from ..progress import ProgressReporter
 from ..writers import FORMATS, render, write_atomic
 from .events import Degraded, Final, Finished, Partial, SpeakerUpdate
-from .finalize import align_refined, build_result, changed, recluster
+from .finalize import align_refined, build_result, changed, dense_names, recluster
 from .session import LiveConfig, LiveEngines, LiveSession, whisper_threads
 from .sources import Capture, Recorder, open_source
 
@@ -151,7 +151,7 @@ def run_live(opts: LiveOptions, out: TextIO = sys.stdout) -> int:
             raise session.error
         utts = session.utterances
         live_names = [u.name for u in utts]
-        instant_names = recluster(utts, prints, threshold)
+        instant_names = dense_names(recluster(utts, prints, threshold), prints)
         first = changed(live_names, instant_names)
         models = {"whisper": engines.transcriber.name, "vad": vad.name, "segmentation": seg.name,
                   "embedding": emb.name}
