@@ -24,7 +24,7 @@ from whispdiar import audio
 from whispdiar.live import Final, Finished, LiveConfig, LiveEngines, LiveSession, SpeakerUpdate
 from whispdiar.live.finalize import build_result, changed, cluster_utterances, recluster
 from whispdiar.live.run import clock
-from whispdiar.live.utterances import Endpointer
+from whispdiar.live.utterances import EndpointConfig, Endpointer
 from whispdiar.vad import SileroVad
 
 DATA = Path(__file__).parent / "data"
@@ -100,11 +100,13 @@ def test_endpointer_cuts_at_a_change_of_voice_without_a_pause(vad_model_path: Pa
     b = _load("ls-2033-164914-0003.flac")[: 5 * 16000]
     x = np.concatenate([a, b])
     seg = Segmenter(segmentation_model_path, 1)
-    ep = Endpointer(SileroVad(vad_model_path, threads=1, lanes=1).stream(), changes=lambda y: change_points(seg, y))
+    long = EndpointConfig(max_seconds=8.0)  # the forced cut out of the way
+    ep = Endpointer(SileroVad(vad_model_path, threads=1, lanes=1).stream(), long,
+                    changes=lambda y: change_points(seg, y))
     cut = [u for i in range(0, len(x), 1600) for u in ep.feed(x[i:i + 1600])]
     assert cut, "nothing closed before the input ended"
     assert abs(cut[0].end - 4.0) < 0.6, [(u.start, u.end) for u in cut]
-    plain = Endpointer(SileroVad(vad_model_path, threads=1, lanes=1).stream())  # without: the 6-s cut
+    plain = Endpointer(SileroVad(vad_model_path, threads=1, lanes=1).stream(), long)  # without: no cut before 8 s
     first = next(u for i in range(0, len(x), 1600) for u in plain.feed(x[i:i + 1600]))
     assert first.end > 5.0
 
