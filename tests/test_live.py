@@ -381,3 +381,28 @@ def test_bad_input_one_line_error(args: list[str], code: int, words: str) -> Non
     assert r.returncode == code, err
     assert words in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_anonymous_speaker_is_recognised_once_its_voice_is_clear() -> None:
+    """A first utterance too unlike the voiceprint starts "Speaker 1"; once that speaker's
+    centroid holds enough speech and matches the enrolled voice, it takes the name (the
+    event says what it was), and "Speaker 1" is not given to anyone else."""
+    from whispdiar.live.online_speakers import OnlineSpeakers
+    from whispdiar.naming import Voiceprint
+
+    rng = np.random.default_rng(3)
+    jan, other = rng.normal(size=192), rng.normal(size=192)
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    prints = {"Jan": Voiceprint.from_embeddings("Jan", unit(jan)[None].astype(np.float32), 10.0)}
+    sp = OnlineSpeakers(voiceprints=prints)
+    weak = unit(unit(jan) * 0.3 + unit(rng.normal(size=192)))  # cosine to Jan's print ~0.3
+    a = sp.assign(weak, 1.2)
+    assert a.new and a.speaker.name == "Speaker 1" and not a.speaker.enrolled
+    names = []
+    for _ in range(4):  # clear utterances of Jan, close enough to join Speaker 1
+        b = sp.assign(unit(unit(jan) + 0.45 * unit(weak) + 0.3 * unit(rng.normal(size=192))), 1.5)
+        names.append((b.speaker.name, b.renamed_from))
+    assert ("Jan", "Speaker 1") in names, names
+    assert names[-1] == ("Jan", None)  # renamed once, then simply Jan
+    c = sp.assign(unit(other), 2.0)
+    assert c.new and c.speaker.name == "Speaker 2"  # the retired label is not reused

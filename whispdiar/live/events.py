@@ -41,12 +41,14 @@ class Final:
 
 @dataclass(frozen=True, slots=True)
 class SpeakerUpdate:
-    """A speaker was heard for the first time (named if enrolled)."""
+    """A speaker was heard for the first time (named if enrolled), or an anonymous speaker
+    was recognised as an enrolled one (``previous``: the name it was shown with)."""
 
     label: str
     name: str
     enrolled: bool
     similarity: float | None
+    previous: str | None = None  # set when an anonymous speaker was recognised: its old name
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,14 @@ with that name starts; else, with enough speech for a trustworthy embedding
 (``min_new_seconds``), a new anonymous "Speaker N" starts; a shorter utterance goes to
 the nearest speaker without moving its centroid.
 
-Labels are stable by construction: a speaker keeps the label it was shown with for the
-whole session, and a label is never handed to another speaker (numbers are not reused,
-and names of enrolled people are never used for "Speaker N"). Mistakes are corrected
-later, by the instant tier's global re-clustering (``finalize``), never by silently
-relabelling lines already printed.
+Labels are stable by construction: a label is never handed to another speaker (numbers
+are not reused, and names of enrolled people are never used for "Speaker N"), and a
+speaker keeps the label it was shown with, with one exception, announced: an anonymous
+speaker whose centroid, once it holds ``promote_seconds`` of speech, matches an enrolled
+voiceprint not yet heard takes that name for its next lines (its first utterance may
+have been too short or noisy to be recognised). "Speaker N" is then retired. Other
+mistakes are corrected later, by the instant tier's global re-clustering (``finalize``),
+never by silently relabelling lines already printed.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ DEFAULT_JOIN = 0.5
 MIN_NEW_SECONDS = 1.0  # speech an utterance needs to start a new anonymous speaker
 MIN_UPDATE_SECONDS = 0.8  # ... and to move a centroid
 PRINT_WEIGHT = 3.0  # an enrolled speaker's centroid starts as this many utterances' worth of voiceprint
+PROMOTE_SECONDS = 3.0  # speech an anonymous speaker needs before its centroid is matched to voiceprints
 
 
 @dataclass(slots=True)
@@ -52,6 +56,7 @@ class Assignment:
     speaker: OnlineSpeaker
     similarity: float | None  # to the speaker's centroid (or voiceprint) when decided
     new: bool  # the speaker started with this utterance
+    renamed_from: str | None = None  # the anonymous name it had until this utterance showed who it is
 
 
 @dataclass(slots=True)
@@ -61,6 +66,7 @@ class OnlineSpeakers:
     name_threshold: float = DEFAULT_THRESHOLD
     min_new_seconds: float = MIN_NEW_SECONDS
     min_update_seconds: float = MIN_UPDATE_SECONDS
+    promote_seconds: float = PROMOTE_SECONDS
     speakers: list[OnlineSpeaker] = field(default_factory=list)
     _next_anonymous: int = 1
     _last: OnlineSpeaker | None = None  # the speaker of the latest utterance
@@ -83,9 +89,8 @@ class OnlineSpeakers:
                 best, best_sim = s, sim
         if best is not None and best_sim >= self.join:
             self._add(best, x, seconds)
-            return Assignment(best, best_sim, False)
-        heard = {s.name for s in self.speakers if s.enrolled}
-        prints = [v for v in self.voiceprints.values() if v.name not in heard]
+            return Assignment(best, best_sim, False, self._promote(best))
+        prints = self._unheard()
         if prints:
             sims = [float(x @ v.centroid) for v in prints]
             i = int(np.argmax(sims))
@@ -100,6 +105,24 @@ class OnlineSpeakers:
         return Assignment(self._new_anonymous(x, seconds), None, True)
 
     # -- internals
+    def _unheard(self) -> list[Voiceprint]:
+        heard = {s.name for s in self.speakers if s.enrolled}
+        return [v for v in self.voiceprints.values() if v.name not in heard]
+
+    def _promote(self, s: OnlineSpeaker) -> str | None:
+        """Name an anonymous speaker after the enrolled voice its centroid matches; returns
+        the name it had (None: unchanged)."""
+        prints = self._unheard()
+        if s.enrolled or s.weight < self.promote_seconds or not prints:
+            return None
+        c = s.centroid
+        sims = [float(c @ v.centroid) for v in prints]
+        i = int(np.argmax(sims))
+        if sims[i] < self.name_threshold:
+            return None
+        old, s.name, s.enrolled, s.similarity = s.name, prints[i].name, True, sims[i]
+        return old
+
     def _add(self, s: OnlineSpeaker, x: np.ndarray, seconds: float) -> None:
         if seconds >= self.min_update_seconds:
             s.total = s.total + x * seconds  # longer utterances weigh more: better embeddings

@@ -195,7 +195,8 @@ def _live_loop(session: LiveSession, capture: Capture, recorder: Recorder, print
                 printer.progress(f"[{clock(e.start)}] …: {e.text}")
             elif isinstance(e, SpeakerUpdate) and not quiet:
                 how = f" (enrolled, similarity {e.similarity:.2f})" if e.enrolled and e.similarity is not None else ""
-                rep.console.print(f"whispdiar: live: new speaker {e.name}{how}", markup=False)
+                what = f"{e.previous} is {e.name}" if e.previous else f"new speaker {e.name}"
+                rep.console.print(f"whispdiar: live: {what}{how}", markup=False)
             elif isinstance(e, Degraded):
                 rep.console.print(f"whispdiar: live: {e.message}", markup=False)
             elif isinstance(e, Finished):

@@ -336,9 +336,10 @@ class LiveSession:
     def _assign(self, u: Utterance) -> LiveUtterance:
         emb = self._embed(u)
         a = self.speakers.assign(emb, u.speech_seconds)
-        if a.new:
+        if a.new or a.renamed_from is not None:
+            sim = a.speaker.similarity if a.renamed_from is not None else a.similarity
             self._events.put(SpeakerUpdate(a.speaker.label, a.speaker.name, a.speaker.enrolled,
-                                           None if a.similarity is None else round(a.similarity, 3)))
+                                           None if sim is None else round(sim, 3), a.renamed_from))
         self._next_index += 1
         return LiveUtterance(self._next_index - 1, round(u.start, 3), round(u.end, 3), "", [], a.speaker.label,
                              a.speaker.name, round(u.speech_seconds, 3), emb)
