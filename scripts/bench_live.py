@@ -12,7 +12,8 @@ the live process (psutil, every 0.5 s; RSS at minute 1 vs the end); WER of the l
 lines against the refined (batch) transcript; agreement of live speaker labels with the
 refined pass (share of the refined speech, one-to-one best mapping); for the synthetic
 meeting, the share of the enrolled readers' speech (``--enroll``, enrolled from
-utterances the meeting does not use) whose live line carries their name; the instant tier's
+utterances the meeting does not use) whose live line carries their name, over all their
+speech and over the part where no one else speaks; the instant tier's
 time (input closed -> instant files written); and the instant finalization alone on
 60 minutes' worth of utterances (library call, 1200 utterances of 4 voices).
 """
@@ -86,6 +87,33 @@ def agreement(lines: list[tuple[float, str]], turns: list[dict], end: float) -> 
                 m[ref_names.index(t["speaker"]), live_names.index(lines[k][1])] += 1
     r, c = linear_sum_assignment(m, maximize=True)
     return float(m[r, c].sum() / max(1, m.sum()))
+
+
+def named_live(lines: list[tuple[float, str]], rttm: Path, enrolled: dict[str, str]) -> tuple:
+    """Share of the enrolled readers' reference speech (10 ms frames) whose live line (the
+    latest starting at or before the frame) shows their name; and the same over the frames
+    where no one else speaks (a live line is one speaker: in overlap one of two is named)."""
+    if not enrolled or not lines:
+        return None, None
+    turns = [(float(p[3]), float(p[3]) + float(p[4]), p[7]) for p in (ln.split() for ln in rttm.open())
+             if p and p[0] == "SPEAKER"]
+    end = max(e for _, e, _ in turns)
+    t = np.arange(0.0, end, 0.01)
+    active = {who: np.zeros(len(t), bool) for who in {w for _, _, w in turns}}
+    for s0, e, who in turns:
+        active[who][(t >= s0) & (t < e)] = True
+    busy = sum(a.astype(int) for a in active.values())
+    order = sorted(lines)
+    starts = np.array([a for a, _ in order])
+    k = np.searchsorted(starts, t, side="right") - 1
+    shown = np.array([order[i][1] if i >= 0 else "" for i in k], dtype=object)
+    all_ok = all_n = one_ok = one_n = 0
+    for who, name in enrolled.items():
+        mine = active[who]
+        ok = mine & (shown == name)
+        all_ok, all_n = all_ok + ok.sum(), all_n + mine.sum()
+        one_ok, one_n = one_ok + (ok & (busy == 1)).sum(), one_n + (mine & (busy == 1)).sum()
+    return round(all_ok / max(1, all_n), 3), round(one_ok / max(1, one_n), 3)
 
 
 def instant_on_60_minutes() -> float:
@@ -217,13 +245,7 @@ def main() -> None:
             arrival = max(cands, key=lambda ln: ln[1])[0]
             if arrival >= e - 0.5:
                 lat.append((e, arrival - e))
-    named = {"speech": 0.0, "right": 0.0}  # enrolled readers' reference speech, and the share named right
-    for s0, e, who in refs:
-        if who in enrolled:
-            cands = [ln for ln in lines if ln[1] < e]
-            named["speech"] += e - s0
-            if cands and max(cands, key=lambda ln: ln[1])[2] == enrolled[who]:
-                named["right"] += e - s0
+    named = named_live([(ln[1], ln[2]) for ln in lines], args.rttm, enrolled)
     la = np.array([v for _, v in lat])
     first = np.array([v for t, v in lat if t < 60]) if lat else la
     last = np.array([v for t, v in lat if t >= duration - 60]) if lat else la
@@ -248,7 +270,7 @@ def main() -> None:
         "agreement_live_vs_refined": round(agreement([(ln[1], ln[2]) for ln in lines], refined["turns"],
                                                      duration), 3),
         "enrolled": sorted(enrolled.values()),
-        "enrolled_named_live": round(named["right"] / named["speech"], 3) if named["speech"] else None,
+        "enrolled_named_live": named[0], "enrolled_named_live_single_speaker": named[1],
         "instant_seconds_after_input_end": round(instant_at - closed, 2) if instant_at else None,
         "instant_finalization_60min_library_s": round(instant_on_60_minutes(), 2),
         "degraded": [m for _, m in stderr if "falling behind" in m][:3],
