@@ -131,7 +131,8 @@ class LiveSession:
         self._own = own_engines
         seg = engines.segmenter
         self._endpointer = Endpointer(engines.vad.stream(), self.config.endpoint,
-                                      None if seg is None else lambda x: change_points(seg, x))
+                                      None if seg is None else
+                                      lambda x: change_points(seg, x, self.config.endpoint.change_min_turn))
         self._cv = threading.Condition()
         self._inbox: deque[np.ndarray] = deque()
         self._waiting: deque[Utterance] = deque()
