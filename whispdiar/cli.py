@@ -257,7 +257,7 @@ def _run_batch(plan: OutputPlan, load: Callable[[], Processor], rep: ProgressRep
 
     from . import audio, signals
     from .batch.recorder import BatchRecorder  # noqa: F811 - the run-time import of the hint
-    from .writers import write_atomic
+    from .outputs import write_outputs
 
     record = record or BatchRecorder(None)
     failures: list[tuple[str, WhispdiarError]] = []
@@ -269,21 +269,9 @@ def _run_batch(plan: OutputPlan, load: Callable[[], Processor], rep: ProgressRep
         record.failed(item, e, perf_counter() - started[id(item)] if id(item) in started else None, attempts)
 
     def deliver(item: PlannedInput, rendered: dict[str, str], attempts: int = 1) -> None:
-        with signals.deferred():  # one input's outputs (and its manifest line) appear together or not at all
-            written: dict[str, Path] = {}
-            try:
-                for fmt, dest in item.destinations.items():
-                    if dest is None:
-                        sys.stdout.write(rendered[fmt])
-                        sys.stdout.flush()
-                    else:
-                        write_atomic(dest, rendered[fmt])
-                        written[fmt] = dest
-                record.done(item, written, perf_counter() - started[id(item)], durations.get(id(item)), attempts)
-            except BaseException:
-                for dest in written.values():
-                    dest.unlink(missing_ok=True)
-                raise
+        # one input's outputs and its manifest line appear together or not at all
+        written = write_outputs(item, rendered, lambda files: record.done(
+            item, files, perf_counter() - started[id(item)], durations.get(id(item)), attempts))
         for dest in written.values():
             rep.log(f"wrote {dest}")
 

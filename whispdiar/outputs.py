@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -109,6 +111,34 @@ def _check_writable_dir(d: Path) -> None:
         raise OutputError(f"{d} is not a directory")
     if not os.access(d, os.W_OK | os.X_OK):
         raise OutputError(f"output directory {d} is not writable")
+
+
+def write_outputs(item: PlannedInput, rendered: dict[str, str],
+                  then: Callable[[dict[str, Path]], None] | None = None) -> dict[str, Path]:
+    """Write one input's rendered formats to their destinations (stdout or atomic files),
+    all of them or none: if a write, or ``then(written)`` (e.g. the batch manifest's
+    line), fails, the files already written are removed again. Signals wait until the
+    set is complete. Returns format -> file written."""
+    from . import signals
+    from .writers import write_atomic
+
+    with signals.deferred():
+        written: dict[str, Path] = {}
+        try:
+            for fmt, dest in item.destinations.items():
+                if dest is None:
+                    sys.stdout.write(rendered[fmt])
+                    sys.stdout.flush()
+                else:
+                    write_atomic(dest, rendered[fmt])
+                    written[fmt] = dest
+            if then is not None:
+                then(written)
+        except BaseException:
+            for dest in written.values():
+                dest.unlink(missing_ok=True)
+            raise
+    return written
 
 
 def render_turns(result: Result, fmt: str) -> str:

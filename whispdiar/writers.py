@@ -50,13 +50,14 @@ def _one_line(text: str) -> str:
     return _WS.sub(" ", text).strip()
 
 
-def clock(t: float) -> str:
-    """[mm:ss.cc] style for txt (hours only when needed)."""
-    cs = int(round(max(0.0, t) * 100))
-    h, rem = divmod(cs, 360000)
-    m, rem = divmod(rem, 6000)
-    s, c = divmod(rem, 100)
-    return f"{h}:{m:02d}:{s:02d}.{c:02d}" if h else f"{m:02d}:{s:02d}.{c:02d}"
+def clock(t: float, digits: int = 2) -> str:
+    """[mm:ss.cc] style for txt (hours only when needed); ``digits`` decimals of a second."""
+    scale = 10 ** digits
+    n = int(round(max(0.0, t) * scale))
+    h, rem = divmod(n, 3600 * scale)
+    m, rem = divmod(rem, 60 * scale)
+    s, c = divmod(rem, scale)
+    return f"{h}:{m:02d}:{s:02d}.{c:0{digits}d}" if h else f"{m:02d}:{s:02d}.{c:0{digits}d}"
 
 
 def _timestamp(t: float, sep: str) -> str:

@@ -18,9 +18,10 @@ from typing import Any, TextIO
 from .. import models as model_registry
 from .. import signals
 from ..errors import UsageError
-from ..outputs import OutputPlan, plan_outputs
+from ..outputs import OutputPlan, plan_outputs, write_outputs
 from ..progress import ProgressReporter
-from ..writers import FORMATS, render, write_atomic
+from ..writers import FORMATS, render
+from ..writers import clock as writers_clock
 from .events import Degraded, Final, Finished, Partial, SpeakerUpdate
 from .finalize import align_refined, build_result, changed, dense_names, recluster
 from .session import LiveConfig, LiveEngines, LiveSession, whisper_threads
@@ -53,11 +54,7 @@ class LiveOptions:
 
 def clock(t: float) -> str:
     """mm:ss.s (h:mm:ss.s past an hour), the live line's time."""
-    ds = int(round(max(0.0, t) * 10))
-    h, rem = divmod(ds, 36000)
-    m, rem = divmod(rem, 600)
-    s, d = divmod(rem, 10)
-    return f"{h}:{m:02d}:{s:02d}.{d}" if h else f"{m:02d}:{s:02d}.{d}"
+    return writers_clock(t, digits=1)
 
 
 def _plan(opts: LiveOptions, stem: str) -> OutputPlan | None:
@@ -230,16 +227,8 @@ def _write(plan: OutputPlan, result: Any, opts: LiveOptions, rep: ProgressReport
                 rendered[fmt] = HtmlWriter(link_audio=False).render(result)
         else:
             rendered[fmt] = render(result, fmt, words=opts.words)
-    with signals.deferred():  # one tier's files appear together
-        for fmt, dest in item.destinations.items():
-            if dest is None:
-                sys.stdout.write(rendered[fmt])
-                sys.stdout.flush()
-            else:
-                write_atomic(dest, rendered[fmt])
-    for dest in item.destinations.values():
-        if dest is not None:
-            rep.log(f"wrote {dest}")
+    for dest in write_outputs(item, rendered).values():  # one tier's files appear together or not at all
+        rep.log(f"wrote {dest}")
 
 
 def _refine(saved: Path, opts: LiveOptions, plan: OutputPlan, utts: list, instant: list[str], whisper: Path,
