@@ -64,11 +64,13 @@ def cluster_utterances(x: np.ndarray, seconds: np.ndarray, join: float = DEFAULT
 
 def recluster(utts: Sequence[LiveUtterance], voiceprints: Mapping[str, Voiceprint],
               threshold: float = DEFAULT_THRESHOLD, join: float = DEFAULT_JOIN) -> list[str]:
-    """The shown name of each utterance after a global clustering of their embeddings."""
+    """The shown name of each utterance after a global clustering of their embeddings:
+    enrolled voices by name, the others "Speaker 1", "Speaker 2", ... in the order their
+    first lines appeared (``dense_names``)."""
     live = [u.name for u in utts]
     train = [i for i, u in enumerate(utts) if u.embedding is not None and u.speech_seconds >= MIN_CLUSTER_SPEECH]
     if len(train) < 2:
-        return live
+        return dense_names(live, voiceprints)
     x = l2_normalize(np.stack([utts[i].embedding for i in train]))
     clustering = cluster_utterances(x, np.array([utts[i].speech_seconds for i in train]), join)
     if voiceprints:
@@ -77,17 +79,8 @@ def recluster(utts: Sequence[LiveUtterance], voiceprints: Mapping[str, Voiceprin
     k = clustering.num_clusters
     matches = name_speakers({str(c): clustering.centroids[c] for c in range(k)}, voiceprints, threshold)
     names: dict[int, str] = {int(c): m.name for c, m in matches.items()}
-    # Anonymous clusters keep the live name they share the most speech with.
-    candidates = sorted({n for n in live if n not in names.values() and n not in voiceprints})
-    weights = np.zeros((k, len(candidates)))
-    for u, c in zip(utts, labels, strict=True):
-        if c not in names and u.name in candidates:
-            weights[c, candidates.index(u.name)] += u.speech_seconds
-    for c, j in _best_mapping(weights).items():
-        if c not in names:
-            names[c] = candidates[j]
-    fresh = iter(next_anonymous_names(set(live) | set(names.values()), voiceprints))
-    for c in range(k):
+    fresh = iter(next_anonymous_names((), voiceprints))
+    for c in labels:  # utterance order: numbered by first appearance
         if c not in names:
             names[c] = next(fresh)
     return [names[c] for c in labels]

@@ -23,7 +23,7 @@ from ..progress import ProgressReporter
 from ..writers import FORMATS, render
 from ..writers import clock as writers_clock
 from .events import Degraded, Final, Finished, Partial, SpeakerUpdate
-from .finalize import align_refined, build_result, changed, dense_names, recluster
+from .finalize import align_refined, build_result, changed, recluster
 from .session import LiveConfig, LiveEngines, LiveSession, whisper_threads
 from .sources import Capture, Recorder, open_source
 
@@ -148,7 +148,7 @@ def run_live(opts: LiveOptions, out: TextIO = sys.stdout) -> int:
             raise session.error
         utts = session.utterances
         live_names = [u.name for u in utts]
-        instant_names = dense_names(recluster(utts, prints, threshold), prints)
+        instant_names = recluster(utts, prints, threshold)
         first = changed(live_names, instant_names)
         models = {"whisper": engines.transcriber.name, "vad": vad.name, "segmentation": seg.name,
                   "embedding": emb.name}
