@@ -65,3 +65,33 @@ def test_signal_exit_codes_without_models(tmp_path: Path, sig: int, code: int) -
     assert proc.returncode == code, err.decode()
     assert "Traceback" not in err.decode()
     assert not any(p.name.startswith("whispdiar") for p in tmp_path.iterdir())
+
+
+_HOLD_STDERR = """
+import os, signal, threading, time
+from whispdiar import audio, signals
+signals.install()
+held = threading.Event()
+def open_audio():  # what a reader thread does around every soundfile open
+    with audio._quiet_native_stderr(True):
+        held.set()
+        time.sleep(10)
+threading.Thread(target=open_audio, daemon=True).start()
+held.wait()
+try:
+    os.kill(os.getpid(), signal.{sig})
+    time.sleep(10)
+except BaseException as e:
+    signals.exit_for(e)
+"""
+
+
+@pytest.mark.parametrize(("sig", "code", "word"), [("SIGINT", errors.EXIT_SIGINT, "interrupted"),
+                                                   ("SIGTERM", errors.EXIT_SIGTERM, "terminated")])
+def test_signal_line_survives_a_silenced_stderr(sig: str, code: int, word: str) -> None:
+    """A signal that lands while another thread has fd 2 pointed at /dev/null (an audio
+    open silencing libmpg123) still prints its line: the race a CI run once lost it to."""
+    proc = subprocess.run([sys.executable, "-c", _HOLD_STDERR.format(sig=sig)], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr == f"whispdiar: {word}\n"

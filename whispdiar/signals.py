@@ -33,6 +33,13 @@ class _Deferral:
     pending: int | None = None
 
 
+class _Stderr:
+    # A private copy of the stderr descriptor, taken at install: audio opens point fd 2 at
+    # /dev/null for a few milliseconds (libmpg123 chatter) from whichever thread reads, and
+    # the signal's line must not go there.
+    fd = 2
+
+
 def _raise_for(signum: int) -> None:
     raise Terminated() if signum == signal.SIGTERM else Interrupted()
 
@@ -56,6 +63,8 @@ def _unraisable(hook):  # noqa: ANN001, ANN202 - sys.unraisablehook's types
 def install() -> None:
     """Our own handlers for both signals (a shell starts background jobs with SIGINT
     ignored, where `kill -INT` must still stop us)."""
+    with contextlib.suppress(OSError):  # fd 2 closed (2>&-): nothing to keep
+        _Stderr.fd = os.dup(2)
     signal.signal(signal.SIGTERM, _handler)
     signal.signal(signal.SIGINT, _handler)
     sys.unraisablehook = _unraisable(sys.unraisablehook)
@@ -107,8 +116,9 @@ def exit_for(e: BaseException | None = None) -> None:
         sys.stdout.flush()
     with contextlib.suppress(OSError, ValueError, RuntimeError):
         sys.stderr.flush()  # what was already said goes out first
-    # Straight to fd 2: sys.stderr may be mid-write in the interrupted frame (a reentrant
-    # write raises) or a proxy whose buffer _exit would drop.
+    # Straight to the descriptor: sys.stderr may be mid-write in the interrupted frame (a
+    # reentrant write raises) or a proxy whose buffer _exit would drop; and fd 2 itself may
+    # be pointed at /dev/null by another thread this very moment (see _Stderr).
     with contextlib.suppress(OSError):
-        os.write(2, f"whispdiar: {word}\n".encode())
+        os.write(_Stderr.fd, f"whispdiar: {word}\n".encode())
     os._exit(code)
