@@ -40,10 +40,14 @@ sys.path.insert(0, str(ROOT))
 
 
 def reference_utterances(rttm: Path, gap: float = 0.5) -> list[tuple[float, float, str]]:
-    turns = sorted((float(p[3]), float(p[3]) + float(p[4]), p[7]) for p in (line.split() for line in rttm.open())
-                   if p and p[0] == "SPEAKER")
+    return join_turns([(float(p[3]), float(p[3]) + float(p[4]), p[7]) for p in (line.split() for line in rttm.open())
+                       if p and p[0] == "SPEAKER"], gap)
+
+
+def join_turns(turns: list[tuple[float, float, str]], gap: float = 0.5) -> list[tuple[float, float, str]]:
+    """One speaker's turns joined across gaps shorter than ``gap``: the reference utterances."""
     out: list[list] = []
-    for s, e, who in turns:
+    for s, e, who in sorted(turns):
         if out and out[-1][2] == who and s - out[-1][1] < gap:
             out[-1][1] = max(out[-1][1], e)
         else:

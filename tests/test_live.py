@@ -148,6 +148,22 @@ def test_session_two_speakers_in_order(engines: LiveEngines, two_readers: np.nda
     assert changed([u.name for u in finals], names).lines == len(finals)
 
 
+def test_idle_means_every_line_fed_so_far_is_out(engines: LiveEngines) -> None:
+    """``idle`` turns true only once the utterance that a pause closed has its line out."""
+    x = np.concatenate([_load("jfk.wav"), np.zeros(16000, np.float32)])  # 1 s of silence closes it
+    with LiveSession(engines) as s:
+        _feed_all(s, x)
+        assert not s.idle
+        deadline = time.monotonic() + 60
+        while not s.idle and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert s.idle
+        finals = []
+        while (e := s.get(timeout=0)) is not None:
+            finals += [e] if isinstance(e, Final) else []
+        assert finals and "country" in finals[-1].utterance.text.lower()
+
+
 def test_stalled_then_closed_input_flushes_last_utterance(engines: LiveEngines) -> None:
     """Speech up to the last sample, then nothing for a while, then end(): the last
     utterance still comes out (no endpoint silence ever arrived)."""

@@ -150,6 +150,7 @@ class LiveSession:
         self._next_index = 0
         self._lags: deque[float] = deque(maxlen=25)
         self._now = 0.0  # stream seconds the endpointer has seen (under _cv)
+        self._busy = 0  # threads working on what they took from _inbox / _waiting (under _cv)
         self.decoding = threading.Event()  # set while whisper runs (tests provoke races with it)
         self._vad = threading.Thread(target=self._guard, args=(self._cut_loop,), name="live-vad", daemon=True)
         self._dec = threading.Thread(target=self._guard, args=(self._decode_loop,), name="live-decode", daemon=True)
@@ -214,6 +215,12 @@ class LiveSession:
     def finished(self) -> bool:
         return self._finished
 
+    @property
+    def idle(self) -> bool:
+        """Everything fed so far has been cut and decoded (its lines are out)."""
+        with self._cv:
+            return not (self._inbox or self._waiting or self._busy)
+
     # -- threads
     def _guard(self, loop) -> None:  # noqa: ANN001
         try:
@@ -249,6 +256,7 @@ class LiveSession:
                 blocks = list(self._inbox)
                 self._inbox.clear()
                 ended = self._ended
+                self._busy += 1
             done: list[Utterance] = []
             for b in blocks:
                 done += ep.feed(b)
@@ -264,6 +272,7 @@ class LiveSession:
                     self._current = current
                 if ended:
                     self._cut_done = True
+                self._busy -= 1
                 self._cv.notify_all()
             if ended:
                 return
@@ -285,11 +294,16 @@ class LiveSession:
                     return
                 else:
                     partial, self._current = self._current, None
-            self._skip(skipped)
-            if partial is not None:
-                self._partial(partial)
-            elif batch:
-                self._decode(batch)
+                self._busy += 1
+            try:
+                self._skip(skipped)
+                if partial is not None:
+                    self._partial(partial)
+                elif batch:
+                    self._decode(batch)
+            finally:
+                with self._cv:
+                    self._busy -= 1
 
     def _take(self) -> tuple[list[Utterance], list[Utterance]]:
         """(utterances to show without text, utterances to decode next), after updating the
