@@ -90,7 +90,7 @@ def test_endpointer_cuts_at_pauses_and_flushes(vad_model_path: Path, two_readers
 
 def test_endpointer_cuts_at_a_change_of_voice_without_a_pause(vad_model_path: Path,
                                                               segmentation_model_path: Path) -> None:
-    """Two readers back to back with no pause: with segmentation-3.0's change points the
+    """Two readers back to back with no endpoint pause: with segmentation-3.0's change points the
     first reader's utterance closes near the change, before the 6-s cut would, and while
     the second still speaks (not at flush)."""
     from whispdiar.live.turns import change_points
@@ -100,7 +100,9 @@ def test_endpointer_cuts_at_a_change_of_voice_without_a_pause(vad_model_path: Pa
     b = _load("ls-2033-164914-0003.flac")[: 5 * 16000]
     x = np.concatenate([a, b])
     seg = Segmenter(segmentation_model_path, 1)
-    long = EndpointConfig(max_seconds=8.0)  # the forced cut out of the way
+    # the forced cut out of the way, and the endpoint silence longer than the 0.48 s
+    # before the second reader's first word: only a change of voice can close it there
+    long = EndpointConfig(max_seconds=8.0, min_silence=0.6)
     ep = Endpointer(SileroVad(vad_model_path, threads=1, lanes=1).stream(), long,
                     changes=lambda y: change_points(seg, y))
     cut = [u for i in range(0, len(x), 1600) for u in ep.feed(x[i:i + 1600])]

@@ -29,9 +29,11 @@ class EndpointConfig:
     on: float = 0.5  # speech starts at this probability (Silero's own default)
     off: float = 0.35  # ... and continues while above this (hysteresis, as speech_regions)
     # Silence that ends an utterance. Every line waits this long after its last word, so
-    # it is the floor of the latency; shorter cuts sentences at breathing pauses
-    # (docs/live.md: 0.5 s against 0.3 and 0.8 s).
-    min_silence: float = 0.5
+    # it is the floor of the latency; shorter cuts sentences at breathing pauses. 0.3 s
+    # against 0.5 s over five sets (AMI, the sample, room, phone, clean meeting;
+    # scripts/tune_live.py): median latency lower on every set but one 5-clip AMI run,
+    # pooled 1.85 -> 1.56 s, p95 4.34 -> 4.02 s, live WER +1.1 points (docs/live.md).
+    min_silence: float = 0.3
     pad: float = 0.2  # s of audio kept before the onset and after the last speech frame
     min_speech: float = 0.25  # s of speech frames an utterance needs
     # Longer utterances are cut (within one segmentation window of 10 s): in a quick
