@@ -184,9 +184,12 @@ def main() -> None:
                 (held / label.removeprefix("spk")).glob("*.flac"))), "--speakers-db", str(db), "-q"],
                 check=True, cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
             enrolled[label] = name
-    x, sr = sf.read(args.audio, dtype="int16")
+    # float32 then 16-bit: libsndfile reads a float WAV (AMI's) as int16 without scaling,
+    # i.e. as zeros
+    x, sr = sf.read(args.audio, dtype="float32")
     if x.ndim > 1:
         x = x[:, 0]
+    x = (np.clip(x, -1.0, 32767 / 32768) * 32768).astype(np.int16)
     assert sr == 16000, "16 kHz input expected"
     out_dir = args.work / f"out-{args.model}"
     out_dir.mkdir(exist_ok=True)
