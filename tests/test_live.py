@@ -166,6 +166,29 @@ def test_idle_means_every_line_fed_so_far_is_out(engines: LiveEngines) -> None:
         assert finals and "country" in finals[-1].utterance.text.lower()
 
 
+def test_language_is_detected_over_the_speech_heard(whisper_base_path: Path, engines: LiveEngines) -> None:
+    """A multilingual model with no language given: whisper's guess with its probability
+    (one encoder pass), English-only models have none; a live session decodes German
+    speech as German."""
+    from whispdiar.transcription import Transcriber
+
+    with Transcriber(whisper_base_path, threads=2, lanes=1) as tr:
+        code, p = tr.detect_language(_load("jfk.wav"))
+        assert code == "en" and p >= 0.9
+        assert tr.detect_language(_load("de-leopard.flac"))[0] == "de"
+    assert engines.transcriber.detect_language(_load("jfk.wav")) == (None, 0.0)  # tiny.en
+    eng = LiveEngines.load("base", segmentation=None, threads=2)
+    try:
+        assert eng.transcriber.multilingual
+        with LiveSession(eng) as s:
+            _feed_all(s, np.concatenate([_load("de-leopard.flac"), np.zeros(16000, np.float32)]))
+            s.end()
+            finals = [e.utterance for e in s.events() if isinstance(e, Final)]
+        assert finals and s.language == "de"
+    finally:
+        eng.close()
+
+
 def test_stalled_then_closed_input_flushes_last_utterance(engines: LiveEngines) -> None:
     """Speech up to the last sample, then nothing for a while, then end(): the last
     utterance still comes out (no endpoint silence ever arrived)."""

@@ -678,6 +678,25 @@ class Transcriber:
             raise UsageError(f"model {self.name} is English-only; cannot transcribe language {code!r}")
         return code
 
+    def detect_language(self, signal: np.ndarray, threads: int | None = None) -> tuple[str | None, float]:
+        """(language, probability) whisper hears in the first 30 s of ``signal`` (16 kHz):
+        one encoder pass, no decoding. ``(None, 0.0)`` for an English-only model or silence."""
+        if not self.multilingual or not len(signal):
+            return None, 0.0
+        pw = self._pw
+        ctx = self._acquire()
+        try:
+            n = max(1, threads or self.threads)
+            if pw.whisper_pcm_to_mel(ctx, np.ascontiguousarray(signal, np.float32), len(signal), n) != 0:
+                return None, 0.0
+            probs = np.zeros(pw.whisper_lang_max_id() + 1, np.float32)
+            lid = pw.whisper_lang_auto_detect(ctx, 0, n, probs)
+            if lid < 0:
+                return None, 0.0
+            return pw.whisper_lang_str(lid), float(probs[lid])
+        finally:
+            self._release(ctx)
+
     def check_task(self, translate: bool) -> None:
         """``translate`` needs a multilingual model: an English-only one cannot translate."""
         if translate and not self.multilingual:

@@ -56,6 +56,14 @@ from .utterances import EndpointConfig, Endpointer, Utterance
 log = logging.getLogger(__name__)
 
 MIN_EMBED_FRAMES = 50  # fbank frames (0.5 s) of speech for an utterance's embedding
+# Language detection (multilingual model, no --language): whisper's guess on one short
+# far-field utterance is often wrong (AMI trn00's first 3 s: Welsh, p 0.51; its next
+# 1.4 s: German), and a session that kept it transcribed everything after in Welsh, each
+# decode in fallback loops (8.8 s instead of 2.5 s, base). So each utterance is decoded
+# in the language whisper hears in all the speech so far (up to 30 s, one encoder pass),
+# and that language is kept once it is sure or enough speech has been heard.
+LANGUAGE_SURE = 0.9  # probability that keeps the language at once (JFK's 11 s: 0.96)
+LANGUAGE_HEARD = 20.0  # s of speech after which the language is kept whatever its probability
 CLOSE_WAIT = 2.0
 
 
@@ -123,7 +131,12 @@ class LiveSession:
     def __init__(self, engines: LiveEngines, config: LiveConfig | None = None, own_engines: bool = False):
         self.engines = engines
         self.config = config or LiveConfig()
+        # the language of the text: given, or whisper's guess over the speech so far, kept
+        # for good once sure (see LANGUAGE_SURE)
         self.language = engines.transcriber.check_language(self.config.language)
+        self._detecting = self.language is None and engines.transcriber.multilingual
+        self._heard: list[np.ndarray] = []  # speech for the detection (up to 30 s)
+        self._heard_seconds = 0.0
         engines.transcriber.check_task(self.config.translate)
         self.speakers = OnlineSpeakers(engines.voiceprints, join=self.config.join,
                                        name_threshold=self.config.name_threshold)
@@ -391,17 +404,33 @@ class LiveSession:
             signal[i:i + len(x)] = x
         return chunk, signal
 
-    def _whisper(self, utts: list[Utterance]) -> list[list[Word]]:
+    def _detect_language(self, utts: list[Utterance]) -> None:
+        """Update the language guess with these (final) utterances; keep it once sure."""
+        for u in utts:
+            if self._heard_seconds < MAX_CHUNK_SECONDS:
+                self._heard.append(u.samples)
+            self._heard_seconds += u.speech_seconds
+        code, p = self.engines.transcriber.detect_language(np.concatenate(self._heard)[: 30 * SAMPLE_RATE],
+                                                           self.config.threads)
+        if code is not None:
+            self.language = code
+        if p >= LANGUAGE_SURE or self._heard_seconds >= LANGUAGE_HEARD:
+            self._detecting = False
+            self._heard = []
+
+    def _whisper(self, utts: list[Utterance], final: bool = True) -> list[list[Word]]:
         """Words per utterance (stream times), one whisper pass for all of them."""
         chunk, signal = self._chunk(utts)
         self.decoding.set()
         try:
+            if self._detecting and final:
+                self._detect_language(utts)
             raw, detected = self.engines.transcriber.decode(signal, self.language, self.config.threads,
                                                             self._cancel, self.config.prompt, self.config.translate)
         finally:
             self.decoding.clear()
         if self.language is None and detected is not None and raw:
-            self.language = detected
+            self.language = detected  # a partial line before any final one: whisper's own guess
         words = [w for seg in chunk_segments(raw, chunk, chunk.length, "dtw") for w in seg.words]
         self._unlag(words, utts)
         out: list[list[Word]] = [[] for _ in utts]
@@ -454,7 +483,7 @@ class LiveSession:
     def _partial(self, u: Utterance) -> None:
         self._partial_at = u.end
         with contextlib.suppress(Cancelled):
-            words = self._whisper([u])[0]
+            words = self._whisper([u], final=False)[0]
             self._events.put(Partial(round(u.start, 3), round(u.end, 3), _join(words, self.language)))
         if self._cancel.is_set():
             raise Cancelled()
