@@ -145,8 +145,9 @@ def instant_on_60_minutes() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny.en")
-    ap.add_argument("--audio", type=Path)
-    ap.add_argument("--rttm", type=Path)
+    ap.add_argument("--audio", type=Path, action="append",
+                    help="a real recording (16 kHz); several are played back to back, 1 s apart")
+    ap.add_argument("--rttm", type=Path, action="append", help="its reference, one per --audio")
     ap.add_argument("--minutes", type=float, default=3.0, help="synthetic meeting length (without --audio)")
     ap.add_argument("--speakers", type=int, default=3)
     ap.add_argument("--work", type=Path, default=Path("/tmp/wd-bench-live"))
@@ -175,22 +176,18 @@ def main() -> None:
             subprocess.run([sys.executable, str(ROOT / "scripts/make_meetings.py"), "--out", str(folder),
                             "--source", str(source), "--long-minutes", str(args.minutes),
                             "--speakers", str(args.speakers), "--seed", "7"], check=True)
-        args.audio = next(folder.glob("*.wav"))
-        args.rttm = args.audio.with_suffix(".rttm")
-        labels = sorted({who for _, _, who in reference_utterances(args.rttm)})
+        args.audio = [next(folder.glob("*.wav"))]
+        args.rttm = [args.audio[0].with_suffix(".rttm")]
+        labels = sorted({who for _, _, who in reference_utterances(args.rttm[0])})
         for label in labels[: args.enroll]:
             name = f"Reader {label.removeprefix('spk')}"
             subprocess.run([sys.executable, "-m", "whispdiar", "enroll", name, *map(str, sorted(
                 (held / label.removeprefix("spk")).glob("*.flac"))), "--speakers-db", str(db), "-q"],
                 check=True, cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
             enrolled[label] = name
-    # float32 then 16-bit: libsndfile reads a float WAV (AMI's) as int16 without scaling,
-    # i.e. as zeros
-    x, sr = sf.read(args.audio, dtype="float32")
-    if x.ndim > 1:
-        x = x[:, 0]
-    x = (np.clip(x, -1.0, 32767 / 32768) * 32768).astype(np.int16)
-    assert sr == 16000, "16 kHz input expected"
+    assert len(args.audio) == len(args.rttm), "one --rttm per --audio"
+    x, clips, rttm = play_list(args.audio, args.rttm, args.work)
+    sr = 16000
     out_dir = args.work / f"out-{args.model}"
     out_dir.mkdir(exist_ok=True)
     cmd = [sys.executable, "-m", "whispdiar", "live", "-", "--format", "s16le", "-m", args.model, "-f", "json",
@@ -244,7 +241,7 @@ def main() -> None:
     proc.wait()
     time.sleep(0.5)
     duration = len(x) / sr
-    refs = reference_utterances(args.rttm)
+    refs = reference_utterances(rttm)
     lat = []
     for _s, e, _ in refs:
         cands = [ln for ln in lines if ln[1] < e]
@@ -252,7 +249,7 @@ def main() -> None:
             arrival = max(cands, key=lambda ln: ln[1])[0]
             if arrival >= e - 0.5:
                 lat.append((e, arrival - e))
-    named = named_live([(ln[1], ln[2]) for ln in lines], args.rttm, enrolled)
+    named = named_live([(ln[1], ln[2]) for ln in lines], rttm, enrolled)
     la = np.array([v for _, v in lat])
     first = np.array([v for t, v in lat if t < 60]) if lat else la
     last = np.array([v for t, v in lat if t >= duration - 60]) if lat else la
@@ -276,6 +273,7 @@ def main() -> None:
         "wer_live_vs_batch": round(wer(words(batch_text), words(live_text)), 3),
         "agreement_live_vs_refined": round(agreement([(ln[1], ln[2]) for ln in lines], refined["turns"],
                                                      duration), 3),
+        "agreement_per_recording": per_clip_agreement(lines, refined["turns"], clips),
         "enrolled": sorted(enrolled.values()),
         "enrolled_named_live": named[0], "enrolled_named_live_single_speaker": named[1],
         "instant_seconds_after_input_end": round(instant_at - closed, 2) if instant_at else None,
@@ -283,7 +281,49 @@ def main() -> None:
         "degraded": [m for _, m in stderr if "falling behind" in m][:3],
         "final_line": stderr[-1][1] if stderr else "",
     }
+    (args.work / f"lines-{args.model}.json").write_text(json.dumps(lines))
     print(json.dumps(report, indent=2))
+
+
+def play_list(audio: list[Path], rttms: list[Path], work: Path) -> tuple[np.ndarray, list, Path]:
+    """The recordings back to back (16-bit, 1 s of silence after each), their spans, and one
+    RTTM for all (speakers prefixed by the recording's name)."""
+    parts, clips, lines, at = [], [], [], 0.0
+    for wav, ref in zip(audio, rttms, strict=True):
+        # float32 then 16-bit: libsndfile reads a float WAV (AMI's) as int16 without
+        # scaling, i.e. as zeros
+        x, sr = sf.read(wav, dtype="float32")
+        x = x if x.ndim == 1 else x[:, 0]
+        assert sr == 16000, f"{wav}: 16 kHz input expected"
+        parts += [(np.clip(x, -1.0, 32767 / 32768) * 32768).astype(np.int16), np.zeros(sr if len(audio) > 1 else 0,
+                                                                                      np.int16)]
+        rows = [p for p in (ln.split() for ln in ref.open()) if p and p[0] == "SPEAKER"]
+        if any(p[1] == wav.stem for p in rows):  # one RTTM for several recordings (AMI's train.rttm)
+            rows = [p for p in rows if p[1] == wav.stem]
+        for p in rows:
+            who = p[7] if len(audio) == 1 else f"{wav.stem}-{p[7]}"
+            lines.append(f"SPEAKER play 1 {at + float(p[3]):.3f} {p[4]} <NA> <NA> {who} <NA> <NA>")
+        clips.append((wav.stem, at, at + len(x) / sr))
+        at += len(x) / sr + (1.0 if len(audio) > 1 else 0.0)
+    rttm = rttms[0] if len(audio) == 1 else work / "play.rttm"
+    if len(audio) > 1:
+        rttm.write_text("\n".join(lines) + "\n")
+    return np.concatenate(parts), clips, rttm
+
+
+def per_clip_agreement(lines: list, turns: list[dict], clips: list) -> dict:
+    """Live/refined agreement inside each recording (its own best mapping), and their
+    speech-weighted mean: one recording is one meeting, whatever was played after it."""
+    out, num, den = {}, 0.0, 0.0
+    for name, a, b in clips:
+        ls = [(ln[1], ln[2]) for ln in lines if a <= ln[1] < b]
+        ts = [t for t in turns if a <= t["start"] < b]
+        speech = sum(t["end"] - t["start"] for t in ts)
+        if not ls or not ts:
+            continue
+        out[name] = round(agreement(ls, ts, b), 3)
+        num, den = num + out[name] * speech, den + speech
+    return {"mean": round(num / den, 3) if den else None, "each": out}
 
 
 if __name__ == "__main__":
