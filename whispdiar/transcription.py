@@ -803,10 +803,12 @@ class Transcriber:
     def decode(
         self, signal: np.ndarray, language: str | None = None, threads: int | None = None,
         cancel: EventLike | None = None, prompt: str | None = None, translate: bool = False,
+        fallback: bool = True,
     ) -> tuple[list[RawSegment], str | None]:
         """Decode one chunk already in memory (16 kHz, at most ~29 s; ``chunk_segments``
         maps its output to the recording): (raw segments, detected language or None).
-        For callers that cut their own chunks (live input). Raises Cancelled when
+        For callers that cut their own chunks (live input). ``fallback=False``: one
+        temperature, no re-decoding at higher ones (a bounded cost). Raises Cancelled when
         ``cancel`` is set or the transcriber is closed; safe to call from several threads
         (each decode takes its own context)."""
         lang = self.check_language(language)
@@ -816,7 +818,7 @@ class Transcriber:
             return self._closing.is_set() or (cancel is not None and cancel.is_set())
 
         return self._run(np.asarray(signal, np.float32), lang, max(1, threads or self.threads), stopped,
-                         clean_prompt(prompt), translate)
+                         clean_prompt(prompt), translate, fallback)
 
     # -- internals -----------------------------------------------------------------
 
@@ -856,13 +858,15 @@ class Transcriber:
 
     def _run(
         self, signal: np.ndarray, language: str | None, n_threads: int, stopped: Callable[[], bool],
-        prompt: str | None = None, translate: bool = False,
+        prompt: str | None = None, translate: bool = False, fallback: bool = True,
     ) -> tuple[list[RawSegment], str | None]:
         """Decode one chunk on an idle context (called in a worker thread)."""
         pw = self._pw
         ctx = self._acquire()
         try:
             params = self._params(language, n_threads, prompt, translate)
+            if not fallback:
+                params.temperature_inc = 0.0
             # Asked before each encoder pass (False stops it) and after the encoder and
             # every decoder step (True aborts): a cancelled chunk stops within one step
             # (~10-50 ms) instead of running to its end (seconds). Each call takes the GIL

@@ -425,8 +425,12 @@ class LiveSession:
         try:
             if self._detecting and final:
                 self._detect_language(utts)
+            unsure = self._detecting
+            # in a language whisper is not yet sure of, one temperature: trn00's first
+            # lines, decoded in Welsh, re-decoded at higher temperatures for 5-11 s each
             raw, detected = self.engines.transcriber.decode(signal, self.language, self.config.threads,
-                                                            self._cancel, self.config.prompt, self.config.translate)
+                                                            self._cancel, self.config.prompt, self.config.translate,
+                                                            fallback=not unsure)
         finally:
             self.decoding.clear()
         if self.language is None and detected is not None and raw:
