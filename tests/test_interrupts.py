@@ -219,9 +219,14 @@ def test_cancel_at_random_moments_then_a_clean_run() -> None:
     rng = random.Random(14)
     with Pipeline(models.resolve("tiny.en"), models.resolve("segmentation-3.0"), models.resolve("campplus"),
                   models.resolve("silero-vad"), threads=2) as p:
-        t0 = time.monotonic()
-        p.run(SHORT)
-        full = time.monotonic() - t0
+        # the moments are drawn over a warm run's length: the first run of a process is
+        # the slow one (caches, arenas), and moments beyond the later, faster runs
+        # cancel nothing (a CI run cancelled 28 of 50 that way)
+        full = float("inf")
+        for _ in range(2):
+            t0 = time.monotonic()
+            p.run(SHORT)
+            full = min(full, time.monotonic() - t0)
         cancelled = 0
         for _ in range(50):
             event = threading.Event()
