@@ -10,7 +10,10 @@ joined across gaps < 0.5 s) to the printed line that holds it (the last line sta
 before that end; median, p95, max, first vs last minute); CPU seconds and peak RSS of
 the live process (psutil, every 0.5 s; RSS at minute 1 vs the end); WER of the live
 lines against the refined (batch) transcript; agreement of live speaker labels with the
-refined pass (share of the refined speech, one-to-one best mapping); for the synthetic
+refined pass (one-to-one best mapping: share of the refined pass's speech time whose
+line shows a speaker speaking there, and, stricter, of its speaker time, where an
+overlapped frame counts once per speaker and a one-speaker line can match only one of
+them); for the synthetic
 meeting, the share of the enrolled readers' speech (``--enroll``, enrolled from
 utterances the meeting does not use) whose live line carries their name, over all their
 speech and over the part where no one else speaks; the instant tier's
@@ -76,21 +79,38 @@ def wer(ref: list[str], hyp: list[str]) -> float:
     return float(prev[-1]) / len(ref)
 
 
-def agreement(lines: list[tuple[float, str]], turns: list[dict], end: float) -> float:
-    """Share of the refined pass's speech (10 ms frames) whose live line has the mapped label."""
+def agreement(lines: list[tuple[float, str]], turns: list[dict], end: float, per: str = "speech") -> float:
+    """Agreement of the live labels with ``turns`` (the refined pass), best one-to-one
+    mapping of labels, on 10-ms frames; a frame's live label is that of the latest line
+    starting at or before it (frames before the first line have none and are left out).
+
+    ``per="speech"``: share of the speech time (frames where anyone speaks in ``turns``)
+    whose live label maps to a speaker speaking there: a line shows one speaker, so in
+    overlap it agrees when it shows either. ``per="speaker"``: share of the speaker time
+    (an overlapped frame counts once per speaker), so overlap can never fully agree."""
     if not lines or not turns:
         return 0.0
-    starts = np.array([t for t, _ in lines])
-    live_names = sorted({n for _, n in lines})
-    ref_names = sorted({t["speaker"] for t in turns})
-    m = np.zeros((len(ref_names), len(live_names)))
-    for t in turns:
-        for f in np.arange(t["start"], t["end"], 0.01):
-            k = int(np.searchsorted(starts, f, side="right")) - 1
-            if k >= 0:
-                m[ref_names.index(t["speaker"]), live_names.index(lines[k][1])] += 1
+    t = np.arange(0.0, max(end, max(x["end"] for x in turns)), 0.01)
+    order = sorted(lines)
+    k = np.searchsorted(np.array([a for a, _ in order]), t, side="right") - 1
+    live_names = sorted({n for _, n in order})
+    ref_names = sorted({x["speaker"] for x in turns})
+    active = np.zeros((len(ref_names), len(t)), bool)
+    for x in turns:
+        active[ref_names.index(x["speaker"]), (t >= x["start"]) & (t < x["end"])] = True
+    index = {n: j for j, n in enumerate(live_names)}
+    shown = np.array([index[order[i][1]] if i >= 0 else -1 for i in k])
+    m = np.stack([(active & (shown == j)).sum(axis=1) for j in range(len(live_names))], axis=1).astype(float)
     r, c = linear_sum_assignment(m, maximize=True)
-    return float(m[r, c].sum() / max(1, m.sum()))
+    if per == "speaker":
+        return float(m[r, c].sum() / max(1, m.sum()))
+    mapped = np.full(len(live_names) + 1, -1)
+    mapped[c] = r  # live label -> refined speaker (index -1: shown is -1, before any line)
+    ok = np.zeros(len(t), bool)
+    has = (shown >= 0) & (mapped[shown] >= 0)
+    ok[has] = active[mapped[shown[has]], np.flatnonzero(has)]
+    speech = active.any(axis=0) & (shown >= 0)
+    return float((ok & speech).sum() / max(1, speech.sum()))
 
 
 def named_live(lines: list[tuple[float, str]], rttm: Path, enrolled: dict[str, str]) -> tuple:
@@ -274,6 +294,7 @@ def main() -> None:
         "agreement_live_vs_refined": round(agreement([(ln[1], ln[2]) for ln in lines], refined["turns"],
                                                      duration), 3),
         "agreement_per_recording": per_clip_agreement(lines, refined["turns"], clips),
+        "agreement_per_recording_speaker_time": per_clip_agreement(lines, refined["turns"], clips, "speaker"),
         "enrolled": sorted(enrolled.values()),
         "enrolled_named_live": named[0], "enrolled_named_live_single_speaker": named[1],
         "instant_seconds_after_input_end": round(instant_at - closed, 2) if instant_at else None,
@@ -311,7 +332,7 @@ def play_list(audio: list[Path], rttms: list[Path], work: Path) -> tuple[np.ndar
     return np.concatenate(parts), clips, rttm
 
 
-def per_clip_agreement(lines: list, turns: list[dict], clips: list) -> dict:
+def per_clip_agreement(lines: list, turns: list[dict], clips: list, per: str = "speech") -> dict:
     """Live/refined agreement inside each recording (its own best mapping), and their
     speech-weighted mean: one recording is one meeting, whatever was played after it."""
     out, num, den = {}, 0.0, 0.0
@@ -321,7 +342,7 @@ def per_clip_agreement(lines: list, turns: list[dict], clips: list) -> dict:
         speech = sum(t["end"] - t["start"] for t in ts)
         if not ls or not ts:
             continue
-        out[name] = round(agreement(ls, ts, b), 3)
+        out[name] = round(agreement(ls, ts, b, per), 3)
         num, den = num + out[name] * speech, den + speech
     return {"mean": round(num / den, 3) if den else None, "each": out}
 

@@ -362,7 +362,7 @@ class LiveSession:
             self._emit(live)
 
     def _assign(self, u: Utterance) -> LiveUtterance:
-        emb = self._embed(u)
+        emb = utterance_embedding(self.engines.embedder, u)
         a = self.speakers.assign(emb, u.speech_seconds)
         if a.new or a.renamed_from is not None:
             sim = a.speaker.similarity if a.renamed_from is not None else a.similarity
@@ -375,20 +375,6 @@ class LiveSession:
     def _emit(self, live: LiveUtterance) -> None:
         self.utterances.append(live)
         self._events.put(Final(live))
-
-    def _embed(self, u: Utterance) -> np.ndarray | None:
-        feats = fbank(u.samples)
-        if len(feats) < MIN_EMBED_FRAMES:
-            return None
-        # fbank frame i is centred at 10 i + 12.5 ms; keep the frames in VAD speech
-        frame_of = np.minimum(((np.arange(len(feats)) * 0.01 + 0.0125) / FRAME_SECONDS).astype(np.int64),
-                              max(0, len(u.probs) - 1))
-        mask = u.probs[frame_of] >= 0.5 if len(u.probs) else np.ones(len(feats), bool)
-        if mask.sum() < MIN_EMBED_FRAMES:
-            mask = np.ones(len(feats), bool) if len(feats) >= MIN_EMBED_FRAMES else mask
-        if mask.sum() < MIN_EMBED_FRAMES:
-            return None
-        return self.engines.embedder.embed_features(feats[mask]).astype(np.float32)
 
     def _chunk(self, utts: list[Utterance]) -> tuple[Chunk, np.ndarray]:
         pieces: list[Piece] = []
@@ -491,6 +477,22 @@ class LiveSession:
             self._events.put(Partial(round(u.start, 3), round(u.end, 3), _join(words, self.language)))
         if self._cancel.is_set():
             raise Cancelled()
+
+
+def utterance_embedding(embedder: SpeakerEmbedder, u: Utterance) -> np.ndarray | None:
+    """One CAM++ embedding of the speech frames of ``u`` (None: under 0.5 s to embed)."""
+    feats = fbank(u.samples)
+    if len(feats) < MIN_EMBED_FRAMES:
+        return None
+    # fbank frame i is centred at 10 i + 12.5 ms; keep the frames in VAD speech
+    frame_of = np.minimum(((np.arange(len(feats)) * 0.01 + 0.0125) / FRAME_SECONDS).astype(np.int64),
+                          max(0, len(u.probs) - 1))
+    mask = u.probs[frame_of] >= 0.5 if len(u.probs) else np.ones(len(feats), bool)
+    if mask.sum() < MIN_EMBED_FRAMES:
+        mask = np.ones(len(feats), bool) if len(feats) >= MIN_EMBED_FRAMES else mask
+    if mask.sum() < MIN_EMBED_FRAMES:
+        return None
+    return embedder.embed_features(feats[mask]).astype(np.float32)
 
 
 def _join(words: list[Word], language: str | None) -> str:
