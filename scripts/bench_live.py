@@ -6,8 +6,9 @@ pace (this script paces the pipe) and measure what a user sees.
     python scripts/bench_live.py --model base --audio sample.wav --rttm sample.rttm
 
 Reports: latency from the end of each reference utterance (RTTM turns of one speaker
-joined across gaps < 0.5 s) to the printed line that holds it (the last line starting
-before that end; median, p95, max, first vs last minute); CPU seconds and peak RSS of
+joined across gaps < 0.5 s) to the printed line that holds it (the last line whose
+printed time, its first word's, is before that end; median, p95, max, first vs last
+minute); CPU seconds and peak RSS of
 the live process (psutil, every 0.5 s; RSS at minute 1 vs the end); WER of the live
 lines against the refined (batch) transcript; agreement of live speaker labels with the
 refined pass (one-to-one best mapping: share of the refined pass's speech time whose

@@ -11,8 +11,8 @@ what ``whispdiar live`` does on a machine that keeps up (the VAD and change chec
 beside it). Scored per file, pooled per set:
 
 - latency from the end of each reference utterance (one speaker's RTTM turns joined
-  across gaps < 0.5 s) to the line holding it (the last line starting before that end),
-  as scripts/bench_live.py measures it: median and p95;
+  across gaps < 0.5 s) to the line holding it (the last line whose shown time, its
+  first word, is before that end), as scripts/bench_live.py measures it: median and p95;
 - WER of the live text against the batch transcript of the same file (same model);
 - line purity: share of the reference speech inside lines that belongs to each line's
   main speaker (what any labelling of the lines could get right at best).
@@ -71,9 +71,9 @@ def files_of(folder: Path, max_minutes: float) -> list[tuple[str, Path, list]]:
     return out
 
 
-def run_live(engines: LiveEngines, x: np.ndarray, endpoint: EndpointConfig) -> list[dict]:
+def run_live(engines: LiveEngines, x: np.ndarray, config: LiveConfig) -> list[dict]:
     """Lines with their cut time (stream s) and decode time (wall s)."""
-    session = LiveSession(engines, LiveConfig(threads=1, endpoint=endpoint))
+    session = LiveSession(engines, config)
     lines: list[dict] = []
     marks: list[tuple[float, float]] = []  # (stream time when the block went in, wall time)
     done = threading.Event()
@@ -83,8 +83,8 @@ def run_live(engines: LiveEngines, x: np.ndarray, endpoint: EndpointConfig) -> l
             e = session.get(0.5)
             if isinstance(e, Final):
                 u = e.utterance
-                lines.append({"start": u.start, "end": u.end, "label": u.label, "text": u.text,
-                              "wall": time.monotonic()})
+                lines.append({"start": u.start, "end": u.end, "shown": u.speech_start, "label": u.label,
+                              "text": u.text, "wall": time.monotonic()})
             elif isinstance(e, Finished):
                 done.set()
                 return
@@ -130,9 +130,9 @@ def latencies(lines: list[dict], turns: list) -> list[float]:
     refs = join_turns(turns)
     out = []
     for _s, e, _ in refs:
-        cands = [ln for ln in lines if ln["start"] < e]
+        cands = [ln for ln in lines if ln["shown"] < e]  # the time its line shows
         if cands:
-            arrival = max(cands, key=lambda ln: ln["start"])["arrival"]
+            arrival = max(cands, key=lambda ln: ln["shown"])["arrival"]
             if arrival >= e - 0.5:
                 out.append(arrival - e)
     return out
@@ -154,20 +154,21 @@ def purity(lines: list[dict], turns: list, duration: float) -> tuple[float, floa
     return main, inside
 
 
-def parse_config(text: str) -> tuple[str, EndpointConfig]:
+def parse_config(text: str) -> tuple[str, LiveConfig]:
+    """'default', or k=v[,k=v] of EndpointConfig or LiveConfig (whisper gets one thread)."""
     if text == "default":
-        return text, EndpointConfig()
-    kw = {}
+        return text, LiveConfig(threads=1)
+    endpoint, live = {}, {}
     for part in text.split(","):
         k, v = part.split("=")
-        kw[k] = float(v)
-    return text, EndpointConfig(**kw)
+        (endpoint if k in EndpointConfig.__dataclass_fields__ else live)[k] = float(v)
+    return text, LiveConfig(**{"threads": 1, **live}, endpoint=EndpointConfig(**endpoint))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", action="append", required=True, help="NAME=FOLDER")
-    ap.add_argument("--config", action="append", default=[], help="'default' or k=v[,k=v] of EndpointConfig")
+    ap.add_argument("--config", action="append", default=[], help="'default' or k=v[,k=v] of EndpointConfig/LiveConfig")
     ap.add_argument("--model", default="tiny.en")
     ap.add_argument("--max-minutes", type=float, default=5.0, help="skip longer files")
     ap.add_argument("--max-files", type=int, default=10)

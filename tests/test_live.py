@@ -137,6 +137,11 @@ def test_session_two_speakers_in_order(engines: LiveEngines, two_readers: np.nda
     finals = [e.utterance for e in events if isinstance(e, Final)]
     assert isinstance(events[-1], Finished) and not events[-1].aborted
     assert [u.start for u in finals] == sorted(u.start for u in finals)
+    # a line shows its first word's time: after the cut's 0.2-s lead-in, in time order
+    shown = [u.speech_start for u in finals]
+    assert shown == sorted(shown)
+    assert all(u.start <= t <= u.end for u, t in zip(finals, shown, strict=True))
+    assert np.mean([t - u.start for u, t in zip(finals, shown, strict=True)]) >= 0.1
     assert len({u.name for u in finals}) >= 2
     news = [e for e in events if isinstance(e, SpeakerUpdate)]
     assert len(news) == len({u.label for u in finals})  # every speaker announced once

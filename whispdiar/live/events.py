@@ -24,6 +24,13 @@ class LiveUtterance:
     embedding: np.ndarray | None = field(default=None, repr=False)  # CAM++ of its speech frames
     transcribed: bool = True  # False: the session fell too far behind and left its text out
 
+    @property
+    def speech_start(self) -> float:
+        """When its first word starts (the cut opens 0.2 s before the speech onset): the
+        time its line shows, as a transcript segment starts at its first word."""
+        first = next((w.start for w in self.words if w.start is not None), self.start)
+        return min(max(first, self.start), self.end)  # a word cut at a boundary may lead it
+
 
 @dataclass(frozen=True, slots=True)
 class Partial:

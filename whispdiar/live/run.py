@@ -187,7 +187,7 @@ def _live_loop(session: LiveSession, capture: Capture, recorder: Recorder, print
                 continue
             if isinstance(e, Final):
                 u = e.utterance
-                printer.line(f"[{clock(u.start)}] {u.name}: {u.text}")
+                printer.line(f"[{clock(u.speech_start)}] {u.name}: {u.text}")
             elif isinstance(e, Partial):
                 printer.progress(f"[{clock(e.start)}] …: {e.text}")
             elif isinstance(e, SpeakerUpdate) and not quiet:
