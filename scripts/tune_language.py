@@ -27,10 +27,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from tune_live import cut_stream  # noqa: E402
 
 from whispdiar import models  # noqa: E402
 from whispdiar.audio import load  # noqa: E402
@@ -39,23 +41,14 @@ from whispdiar.live.utterances import Endpointer  # noqa: E402
 from whispdiar.transcription import MAX_CHUNK_SECONDS, Transcriber  # noqa: E402
 from whispdiar.vad import SileroVad  # noqa: E402
 
-BLOCK = 1600
-
-
 TRACE_SECONDS = 40.0  # no rule looks further; later lines are in the kept language
 
 
 def trace(whisper: Transcriber, vad: SileroVad, x: np.ndarray) -> list[tuple[float, str | None, float]]:
     """(speech heard so far, whisper's language, its probability) after each utterance,
     up to ``TRACE_SECONDS`` of speech (then (s, None, 1.0) for each later utterance)."""
-    ep = Endpointer(vad.stream())
-    utts = []
-    for i in range(0, len(x), BLOCK):
-        utts += ep.feed(x[i:i + BLOCK])
-    last = ep.flush()
-    utts += [last] if last is not None else []
     heard, seconds, out = [], 0.0, []
-    for u in utts:
+    for u in cut_stream(Endpointer(vad.stream()), x):
         if seconds < MAX_CHUNK_SECONDS:
             heard.append(u.samples)
         seconds += u.speech_seconds
@@ -101,8 +94,7 @@ def main() -> None:
                     if whisper is None:
                         whisper = Transcriber(models.resolve(args.model), threads=2, lanes=1)
                         vad = SileroVad(models.resolve("silero-vad"), threads=1, lanes=1)
-                    x = load(f) if f.suffix == ".flac" else sf.read(f, dtype="float32", always_2d=True)[0][:, 0]
-                    cached.write_text(json.dumps(trace(whisper, vad, np.ascontiguousarray(x, np.float32))))
+                    cached.write_text(json.dumps(trace(whisper, vad, load(f))))
                 truth = f.stem.split("-")[0] if lang == "auto" else lang
                 tr = json.loads(cached.read_text())
                 if tr:  # a file with no utterance has no line to decode

@@ -45,7 +45,7 @@ from bench_live import join_turns, wer, words  # noqa: E402
 
 from whispdiar.live.events import Final, Finished  # noqa: E402
 from whispdiar.live.session import LiveConfig, LiveEngines, LiveSession  # noqa: E402
-from whispdiar.live.utterances import EndpointConfig  # noqa: E402
+from whispdiar.live.utterances import EndpointConfig, Endpointer, Utterance  # noqa: E402
 
 BLOCK = 1600
 
@@ -69,6 +69,15 @@ def files_of(folder: Path, max_minutes: float) -> list[tuple[str, Path, list]]:
             continue
         out.append((wav.stem, wav, sorted(turns[uri])))
     return out
+
+
+def cut_stream(ep: Endpointer, x: np.ndarray) -> list[Utterance]:
+    """``x`` cut as a session cuts it: fed in 0.1-s blocks, then flushed."""
+    utts = []
+    for i in range(0, len(x), BLOCK):
+        utts += ep.feed(x[i:i + BLOCK])
+    last = ep.flush()
+    return utts + ([last] if last is not None else [])
 
 
 def run_live(engines: LiveEngines, x: np.ndarray, config: LiveConfig) -> list[dict]:

@@ -30,16 +30,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_live import agreement  # noqa: E402
-from tune_live import files_of  # noqa: E402
+from tune_live import cut_stream, files_of  # noqa: E402
 
 from whispdiar import models  # noqa: E402
+from whispdiar.audio import SAMPLE_RATE, load  # noqa: E402
 from whispdiar.embedding import SpeakerEmbedder  # noqa: E402
 from whispdiar.live.online_speakers import OnlineSpeakers  # noqa: E402
 from whispdiar.live.session import utterance_embedding  # noqa: E402
@@ -47,8 +47,6 @@ from whispdiar.live.turns import change_points, split_at_changes  # noqa: E402
 from whispdiar.live.utterances import EndpointConfig, Endpointer  # noqa: E402
 from whispdiar.segmentation import Segmenter  # noqa: E402
 from whispdiar.vad import SileroVad  # noqa: E402
-
-BLOCK = 1600
 
 
 class Engines:
@@ -61,13 +59,8 @@ class Engines:
     def parts(self, x: np.ndarray) -> list[dict]:
         cfg = EndpointConfig()
         ep = Endpointer(self.vad.stream(), cfg, lambda s: change_points(self.seg, s, cfg.change_min_turn))
-        utts = []
-        for i in range(0, len(x), BLOCK):
-            utts += ep.feed(x[i:i + BLOCK])
-        last = ep.flush()
-        utts += [last] if last is not None else []
         out = []
-        for u in utts:
+        for u in cut_stream(ep, x):
             for p in split_at_changes(self.seg, u):
                 e = utterance_embedding(self.emb, p)
                 out.append({"start": p.start, "end": p.end, "speech": p.speech_seconds,
@@ -87,10 +80,8 @@ def cached(engines: Engines | None, cache: Path, name: str, wav: Path) -> tuple[
     if f.exists():
         return engines, json.loads(f.read_text())
     engines = engines or Engines()
-    x, sr = sf.read(wav, dtype="float32", always_2d=True)
-    assert sr == 16000, wav
-    x = np.ascontiguousarray(x[:, 0])
-    data = {"parts": engines.parts(x), "refined": engines.refined(wav), "duration": len(x) / sr}
+    x = load(wav)
+    data = {"parts": engines.parts(x), "refined": engines.refined(wav), "duration": len(x) / SAMPLE_RATE}
     f.parent.mkdir(parents=True, exist_ok=True)
     f.write_text(json.dumps(data))
     return engines, data
@@ -126,7 +117,7 @@ def parse_config(text: str) -> tuple[str, dict]:
     kw = {}
     for item in text.split(","):
         k, v = item.split("=")
-        kw[k] = v if k == "linkage" else int(v) if k == "floor_min_utterances" else float(v)
+        kw[k] = float(v)
     return text, kw
 
 
@@ -149,13 +140,13 @@ def main() -> None:
             end = data["duration"]
             speech = sum(t["end"] - t["start"] for t in ref)
             for label, kw in configs:
-                lines = live_labels(data["parts"], **kw)
+                lines = live_labels(data["parts"], **kw)  # agreement() is 0 for no lines
                 rows.append({
                     "set": set_name, "file": name, "config": label, "speech": speech,
-                    "refined": agreement(lines, data["refined"], end) if lines else 0.0,
-                    "refined_speaker_time": agreement(lines, data["refined"], end, "speaker") if lines else 0.0,
-                    "ref": agreement(lines, ref, end) if lines else 0.0,
-                    "ceiling": agreement(oracle(lines, data["refined"], end), data["refined"], end) if lines else 0.0,
+                    "refined": agreement(lines, data["refined"], end),
+                    "refined_speaker_time": agreement(lines, data["refined"], end, "speaker"),
+                    "ref": agreement(lines, ref, end),
+                    "ceiling": agreement(oracle(lines, data["refined"], end), data["refined"], end),
                     "live_speakers": len({s for _, s in lines}),
                     "ref_speakers": len({t["speaker"] for t in ref}),
                 })
@@ -164,22 +155,21 @@ def main() -> None:
     sets = list(dict.fromkeys(r["set"] for r in rows))
     print(f"{'config':28s}" + "".join(f"{s:>26s}" for s in sets) + f"{'pooled':>26s}")
     print(f"{'':28s}" + "".join(f"{'refined/spk/ref/count':>26s}" for _ in [*sets, 0]))
+    def pooled(label: str, s: str | None, key: str) -> float:
+        """Speech-weighted mean of ``key`` over one set's files (None: all sets)."""
+        rs = [r for r in rows if r["config"] == label and (s is None or r["set"] == s)]
+        w = np.array([r["speech"] for r in rs])
+        return float(np.dot(w, [r[key] for r in rs]) / w.sum())
+
     for label, _ in configs:
         cells = []
         for s in [*sets, None]:
             rs = [r for r in rows if r["config"] == label and (s is None or r["set"] == s)]
-            w = np.array([r["speech"] for r in rs])
-            ag = float(np.dot(w, [r["refined"] for r in rs]) / w.sum())
-            at = float(np.dot(w, [r["refined_speaker_time"] for r in rs]) / w.sum())
-            ac = float(np.dot(w, [r["ref"] for r in rs]) / w.sum())
             n = sum(r["live_speakers"] == r["ref_speakers"] for r in rs)
-            cells.append(f"{100 * ag:6.1f} {100 * at:5.1f} {100 * ac:5.1f} {n:3d}/{len(rs):<3d}")
+            ag, at, ac = (100 * pooled(label, s, k) for k in ("refined", "refined_speaker_time", "ref"))
+            cells.append(f"{ag:6.1f} {at:5.1f} {ac:5.1f} {n:3d}/{len(rs):<3d}")
         print(f"{label:28s}" + "".join(f"{c:>26s}" for c in cells))
-    ceil = []
-    for s in [*sets, None]:
-        rs = [r for r in rows if r["config"] == configs[0][0] and (s is None or r["set"] == s)]
-        w = np.array([r["speech"] for r in rs])
-        ceil.append(f"{100 * float(np.dot(w, [r['ceiling'] for r in rs]) / w.sum()):6.1f}")
+    ceil = [f"{100 * pooled(configs[0][0], s, 'ceiling'):6.1f}" for s in [*sets, None]]
     print(f"{'ceiling (' + configs[0][0] + ')':28s}" + "".join(f"{c:>26s}" for c in ceil))
 
 
