@@ -3,19 +3,55 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 WD     := $(VENV)/bin/whispdiar
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# The exact versions CI tested (`make lock` refreshes it); setup installs them, so every
+# fresh machine runs what CI ran. `make test-latest` tries the newest the ranges allow.
+LOCK   := constraints.txt
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
+PIP    := -m pip install --quiet --disable-pip-version-check
 DATA   ?= ../shared/data
 
-.PHONY: setup whisper-native models browser demo test test-fast bench lint fuzz clean
+.PHONY: setup whisper-native models browser demo test test-fast test-latest lock wheel-check bench lint fuzz clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "whispdiar needs Python >= 3.11")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(MAKE) --no-print-directory whisper-native
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) $(PIP) -c $(LOCK) -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $@
+
+# Re-resolve the lock from pyproject.toml's ranges (every extra; forks per Python version
+# and platform where packages differ; CI runs the Python 3.11 / Linux rows). Then run
+# `make test` and commit constraints.txt with the code it was tested with.
+lock: setup
+	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
+		--upgrade -o $(LOCK) --custom-compile-command "make lock" -q
+
+# The suite against the newest versions pyproject.toml's ranges allow, in a venv of its own
+# (the PyPI whisper.cpp wheel, no native build): an upstream release that breaks us shows
+# up here, by name, before it reaches a user's fresh clone. Not part of `make test`.
+LATEST := .venv-latest
+test-latest: models browser
+	@test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python $(PIP) --upgrade --upgrade-strategy eager -e '.[test]'
+	$(LATEST)/bin/python scripts/lock_diff.py $(LOCK)
+	$(LATEST)/bin/python -m pytest -q -p no:cacheprovider
+
+# What users install: build the wheel and sdist, check both carry the package data,
+# install the wheel into a fresh venv outside the clone and use it from another directory.
+wheel-check: models
+	@$(WD) models fetch --quiet sample >/dev/null
+	rm -rf dist && $(PY) -m build --quiet --outdir dist . >/dev/null
+	$(PY) scripts/check_dist.py dist
+	@T=$$(mktemp -d) && trap 'rm -rf "$$T"' EXIT && \
+	$(PYTHON) -m venv "$$T/venv" && \
+	"$$T/venv/bin/python" $(PIP) -c $(LOCK) dist/*.whl && \
+	SAMPLE=$$($(WD) models path sample) && cd "$$T" && \
+	"$$T/venv/bin/whispdiar" --version && \
+	"$$T/venv/bin/whispdiar" models list && \
+	"$$T/venv/bin/whispdiar" transcribe -q --offline "$$SAMPLE" | tee "$$T/out.txt" && \
+	test "$$(grep -c '^\[00:' "$$T/out.txt")" -ge 3 && echo "wheel-check: ok (installed wheel transcribed the sample from $$T)"
 
 # whisper.cpp compiled here (about 2 minutes, needs gcc/g++) with llamafile's sgemm and
 # -march=native: the encoder runs ~1.7x faster than in the PyPI wheel, which leaves
@@ -68,7 +104,7 @@ test-fast: setup browser
 # attribution on LibriSpeech meetings. Needs ../shared/data (DATA=...).
 BENCH ?= /tmp/whispdiar-bench
 bench: models
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	$(PY) $(PIP) -c $(LOCK) -e '.[test,bench]'
 	test -d $(BENCH)/rooms/clean || $(PY) scripts/make_rooms.py --out $(BENCH)/rooms --seed 16
 	$(PY) scripts/bench_diarization.py --dataset ami=$(DATA)/ami_debug --dataset room=$(BENCH)/rooms/room \
 		--dataset phone=$(BENCH)/rooms/phone --dataset clean=$(BENCH)/rooms/clean --markdown $(BENCH)/diarization.md
@@ -77,9 +113,10 @@ bench: models
 
 lint: setup
 	$(VENV)/bin/ruff check whispdiar tests scripts
+	$(VENV)/bin/deptry whispdiar tests scripts
 
 fuzz: setup
 	$(PY) scripts/fuzz_audio.py --seconds 120
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) build dist *.egg-info .pytest_cache .ruff_cache

@@ -241,18 +241,17 @@ def test_output_dir_is_a_file(cmd: list[str], tmp_path: Path) -> None:
 def test_missing_model_names_the_fetch_command(tmp_path: Path) -> None:
     # An empty WHISPDIAR_HOME has no models: the message must say how to get them.
     p = tone_file(tmp_path / "a.wav")
-    proc = run(["diarize", "-q", str(p)], env={"WHISPDIAR_HOME": str(tmp_path / "home")})
-    # 17 once models.py raises ModelNotInstalled; 5 (any ModelError) until then.
-    assert proc.returncode in (errors.ModelNotInstalled.exit_code, errors.ModelError.exit_code)
-    assert_error(proc, proc.returncode, r"not installed; run `whispdiar models fetch [\w.-]+`")
+    # --offline (here its environment variable): no first-use download.
+    proc = run(["diarize", "-q", str(p)], env={"WHISPDIAR_HOME": str(tmp_path / "home"), "WHISPDIAR_OFFLINE": "1"})
+    assert_error(proc, errors.ModelNotInstalled.exit_code,
+                 r"not installed; run `whispdiar models fetch segmentation-3.0 campplus` \(--offline")
 
 
 def test_transcribe_missing_model(tmp_path: Path) -> None:
     p = tone_file(tmp_path / "a.wav")
     proc = run(["transcribe", "-q", "--no-diarize", "--model", "tiny.en", str(p)],
-               env={"WHISPDIAR_HOME": str(tmp_path / "home")})
-    assert proc.returncode in (errors.ModelError.exit_code, errors.ModelNotInstalled.exit_code)
-    assert_error(proc, proc.returncode, r"run `whispdiar models fetch tiny.en`")
+               env={"WHISPDIAR_HOME": str(tmp_path / "home"), "WHISPDIAR_OFFLINE": "1"})
+    assert_error(proc, errors.ModelNotInstalled.exit_code, r"run `whispdiar models fetch tiny.en`")
 
 
 def test_unknown_model(tmp_path: Path) -> None:
@@ -332,6 +331,6 @@ def test_stdin_copy_is_removed_after_an_early_error(tmp_path: Path) -> None:
     tmpdir.mkdir()
     wav = tone_file(tmp_path / "a.wav")
     proc = run(["diarize", "-q", "-"], stdin=wav.read_bytes(),
-               env={"TMPDIR": str(tmpdir), "WHISPDIAR_HOME": str(tmp_path / "home")})
+               env={"TMPDIR": str(tmpdir), "WHISPDIAR_HOME": str(tmp_path / "home"), "WHISPDIAR_OFFLINE": "1"})
     assert proc.returncode != 0
     assert [p.name for p in tmpdir.iterdir() if p.name.startswith("whispdiar")] == []

@@ -172,6 +172,21 @@ def test_good_download_installs_stamps_and_transcribes(server: Behaviour, served
     assert "ask not what your country can do for you" in r.stdout.lower()
 
 
+def test_first_use_fetches_the_missing_model_then_transcribes(server: Behaviour, data_dir: Path) -> None:
+    # No `models fetch`: transcribe finds tiny.en missing, says what it downloads from where
+    # and how big, fetches it (verified as by `models fetch`) and goes on.
+    r = CliRunner().invoke(app, ["transcribe", "--no-diarize", "-m", NAME, str(data_dir / "jfk.wav")])
+    assert r.exit_code == 0, r.stderr
+    host = os.environ[models.BASE_URL_ENV].split("//")[1].rstrip("/")
+    assert (f"whispdiar: model '{NAME}' is not installed: downloading it from {host} (74 MiB) to "
+            f"{models.get(NAME).path.parent}") in r.stderr
+    assert "ask not what your country can do for you" in r.stdout.lower()
+    assert server.requests == [(f"/{FILE}", None)]
+    assert models.verify(models.get(NAME)) == "huggingface ggerganov/whisper.cpp"
+    r = CliRunner().invoke(app, ["transcribe", "-q", "--no-diarize", "-m", NAME, str(data_dir / "jfk.wav")])
+    assert r.exit_code == 0 and len(server.requests) == 1  # the second run downloads nothing
+
+
 def test_corrupted_download_is_refused(server: Behaviour) -> None:
     server.mode = "flip"
     r = CliRunner().invoke(app, ["models", "fetch", "-q", NAME])
@@ -237,7 +252,18 @@ def test_offline_fetch_and_unfetched_model_fail_in_one_line(tmp_path: Path) -> N
     assert last == ("whispdiar: error: could not fetch model 'small'; tried: huggingface ggerganov/whisper.cpp "
                     "(http://127.0.0.1:9/ggml-small.bin): 127.0.0.1:9: [Errno 111] Connection refused")
     assert _leftovers(tmp_path) == []
-    p = _cli(["transcribe", "-q", "--no-diarize", "-m", "small", str(Path(__file__).parent / "data" / "jfk.wav")], env)
-    assert p.returncode == ModelNotInstalled.exit_code
-    assert p.stderr.decode().splitlines() == [
-        "whispdiar: error: model 'small' is not installed; run `whispdiar models fetch small`"]
+    jfk = str(Path(__file__).parent / "data" / "jfk.wav")
+    # First use tries the download itself; unreachable, that is one line and fetch's exit code.
+    p = _cli(["transcribe", "-q", "--no-diarize", "-m", "small", jfk], env)
+    lines = p.stderr.decode().splitlines()
+    assert p.returncode == FetchError.exit_code and "Traceback" not in p.stderr.decode()
+    assert lines[0].startswith("whispdiar: model 'small' is not installed: downloading it from 127.0.0.1:9 (465 MiB)")
+    assert lines[-1].startswith("whispdiar: error: could not fetch model 'small'; tried: huggingface")
+    assert _leftovers(tmp_path) == []
+    # --offline (or WHISPDIAR_OFFLINE=1) refuses at once, naming the fetch command.
+    for args, extra in ((["--offline"], {}), ([], {"WHISPDIAR_OFFLINE": "1"})):
+        p = _cli(["transcribe", "-q", "--no-diarize", *args, "-m", "small", jfk], {**env, **extra})
+        assert p.returncode == ModelNotInstalled.exit_code
+        assert p.stderr.decode().splitlines() == [
+            "whispdiar: error: model 'small' is not installed; run `whispdiar models fetch small` "
+            "(--offline: nothing is downloaded)"]

@@ -19,9 +19,9 @@ def main() -> None:
 
     signals.install()
     try:
-        from .cli import main as cli_main
-
         try:
+            from .cli import main as cli_main
+
             cli_main()
             code = 0
         except SystemExit as e:
@@ -30,7 +30,7 @@ def main() -> None:
     except BaseException as e:
         if signals.caused_by_signal(e):
             signals.exit_for(e)
-        raise
+        code = _last_resort(e)
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, signal.SIG_IGN)  # the work is done: a late signal changes nothing
     for stream in (sys.stdout, sys.stderr):
@@ -39,6 +39,34 @@ def main() -> None:
         except (OSError, ValueError):
             code = code or 1  # stdout closed under us: the output did not all get out
     os._exit(code)
+
+
+def _last_resort(e: BaseException) -> int:
+    """One line instead of a traceback for what escaped the commands' own handling: a
+    broken install (a dependency or package file missing) or a bug.
+    ``WHISPDIAR_DEBUG=1`` re-raises, for the traceback."""
+    import os
+    import sys
+
+    from .errors import WhispdiarError
+
+    if os.environ.get("WHISPDIAR_DEBUG", "") not in ("", "0") or not isinstance(e, Exception):
+        raise e
+    if isinstance(e, WhispdiarError):
+        sys.stderr.write(f"whispdiar: error: {e}\n")
+        return e.exit_code
+    if isinstance(e, ImportError):
+        sys.stderr.write(f"whispdiar: error: broken installation: {e}; reinstall whispdiar "
+                         "(e.g. `pip install --force-reinstall whispdiar`)\n")
+        return EXIT_BROKEN
+    first = str(e).splitlines()[0] if str(e) else ""
+    sys.stderr.write(f"whispdiar: internal error: {type(e).__name__}: {first} "
+                     "(a bug; WHISPDIAR_DEBUG=1 shows where)\n")
+    return EXIT_BUG
+
+
+EXIT_BROKEN = 18  # a dependency of whispdiar cannot be imported
+EXIT_BUG = 70  # EX_SOFTWARE: an error whispdiar did not expect
 
 
 def _exit_code(code: object) -> int:

