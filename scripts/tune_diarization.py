@@ -30,7 +30,7 @@ import itertools
 import json
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,15 @@ class Item:
     ref: object  # pyannote Annotation
     uem: object  # pyannote Timeline
     ref_speakers: int
+
+
+BUCKETS = ((1, 1), (2, 2), (3, 5), (6, 10), (11, 20), (21, 50), (51, 10**6))
+
+
+def bucket(speakers: int) -> str:
+    """The speaker-count bucket of a file, e.g. ``spk03-05``; buckets sort in count order."""
+    lo, hi = next(b for b in BUCKETS if b[0] <= speakers <= b[1])
+    return f"spk{lo:02d}" + ("" if lo == hi else "+" if hi > 1000 else f"-{hi:02d}")
 
 
 def save_analysis(path: Path, a: Analysis) -> None:
@@ -321,10 +330,16 @@ def main() -> None:
     ap.add_argument("--analyse-config", default="{}",
                     help="JSON overrides for stage 1 (e.g. step); use its own --cache; also applied to stages 2-3")
     ap.add_argument("--max-duration", type=float, default=None, help="only files up to this many seconds")
+    ap.add_argument("--buckets", action="store_true",
+                    help="group files by true speaker count (1, 2, 3-5, 6-10, 11-20, 21-50, 51+) instead of by "
+                    "set: per-bucket scores, and leave-one-bucket-out with --grid")
     args = ap.parse_args()
     stage1 = json.loads(args.analyse_config)
     items = load_sets(args.dataset + args.extra, args.cache, args.threads, stage1, args.max_duration)
     extra = {spec.split("=", 1)[0] for spec in args.extra}
+    if args.buckets:
+        items = [replace(it, set=bucket(it.ref_speakers)) for it in items]
+        extra = set()
     base = {**stage1, **json.loads(args.config)}
     if args.confidence:
         names = sorted({it.set for it in items} - extra)

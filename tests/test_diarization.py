@@ -427,3 +427,31 @@ def test_two_speakers_in_a_reverberant_noisy_room(diarizer: Diarizer, data_dir: 
     # threshold cut found 3 here. Both readers merged into one would cost ~0.5, so 0.3
     # catches a lost speaker with room for thread-count noise.
     assert der(ref, result.turns, len(out) / 16000) < 0.3
+
+
+def _concatenate(paths: list[Path], out: Path, pause: float = 0.8) -> Path:
+    parts = []
+    for p in paths:
+        x, sr = sf.read(p, dtype="float32", always_2d=True)
+        assert sr == 16000
+        parts += [x[:, 0] / max(1e-3, float(np.abs(x).max())) * 0.5, np.zeros(int(pause * sr), np.float32)]
+    sf.write(out, np.concatenate(parts), 16000)
+    return out
+
+
+@pytest.mark.slow
+def test_each_voice_speaking_once_is_a_speaker_of_its_own(diarizer: Diarizer, data_dir: Path, tmp_path: Path):
+    # Five voices, each heard once (a town hall's pattern): three LibriSpeech readers, JFK
+    # and a German speaker. The count must not collapse to the two or three largest.
+    files = [data_dir / n for n in ("ls-1688-142285-0006.flac", "jfk.wav", "ls-1998-15444-0001.flac",
+                                    "de-leopard.flac", "ls-2033-164914-0000.flac")]
+    result = diarizer(_concatenate(files, tmp_path / "once.wav"))
+    assert len(result.speakers) == 5
+
+
+@pytest.mark.slow
+def test_one_reader_is_one_speaker(diarizer: Diarizer, data_dir: Path, tmp_path: Path):
+    # A monologue of four utterances (~45 s): one speaker, however the windows vary.
+    files = sorted(data_dir.glob("ls-1998-*.flac"))
+    result = diarizer(_concatenate(files, tmp_path / "mono.wav"))
+    assert len(result.speakers) == 1

@@ -169,7 +169,8 @@ OutputDir = Annotated[Path | None, typer.Option("--output-dir", "-d", help="Writ
 OutputFile = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (one input, one format).")]
 NumSpeakers = Annotated[int | None, typer.Option("--num-speakers", "-n", min=1, help="Exact number of speakers.")]
 MinSpeakers = Annotated[int | None, typer.Option("--min-speakers", min=1, help="At least this many speakers.")]
-MaxSpeakers = Annotated[int | None, typer.Option("--max-speakers", min=1, help="At most this many speakers.")]
+MaxSpeakers = Annotated[int | None, typer.Option(
+    "--max-speakers", min=1, help="At most this many speakers [default: no limit; measured up to 100].")]
 Threads = Annotated[int | None, typer.Option(
     "--threads", "-t", min=1, help="CPU threads in all [default: cores, max 8].")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]

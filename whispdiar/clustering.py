@@ -14,10 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.optimize import linear_sum_assignment
 
 from .errors import UsageError
+from .spectral import spectral_count_and_labels
 
 # Tuned on the dev data (docs/diarization.md): Euclidean distance between unit vectors,
 # d = sqrt(2 - 2 cos); 0.8 <=> cosine similarity 0.68 between cluster centroids.
@@ -61,11 +63,15 @@ def check_hints(
     return lo, max_speakers
 
 
+def cluster_sums(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """[K, D] sum of each cluster's members (a sparse one-hot product: ~10x np.add.at)."""
+    onehot = sparse.csr_matrix((np.ones(len(labels)), (labels, np.arange(len(labels)))), shape=(k, len(labels)))
+    return np.asarray(onehot @ np.asarray(x, np.float64))
+
+
 def centroids_of(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """L2-normalised mean of the (normalised) members of each cluster."""
-    c = np.zeros((k, x.shape[1]))
-    np.add.at(c, labels, x)
-    return l2_normalize(c).astype(np.float32)
+    return l2_normalize(cluster_sums(x, labels, k)).astype(np.float32)
 
 
 def _no_speakers(emb: np.ndarray) -> Clustering:
@@ -182,10 +188,31 @@ def constrained_assignment(scores: np.ndarray, active: np.ndarray) -> np.ndarray
     return out
 
 
+def linkage_ratio(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """[K, K]: the mean similarity between two clusters' members over the geometric mean of
+    their mean similarities inside (pairs of distinct members; a single member takes the
+    median of the others).
+
+    About 1 for two parts of one voice whatever their sizes and however noisy the voice's
+    embeddings (a far microphone, a phone line), well below 1 for two voices: a scale-free
+    test where a fixed cosine depends on the channel and on how much each one said.
+    """
+    sizes = np.bincount(labels, minlength=k).astype(np.float64)
+    sums = cluster_sums(x, labels, k)
+    means = sums / np.maximum(sizes, 1)[:, None]
+    between = means @ means.T
+    many = sizes >= 2
+    inside = np.full(k, np.nan)
+    inside[many] = (np.einsum("kd,kd->k", sums[many], sums[many]) - sizes[many]) / (sizes[many] * (sizes[many] - 1))
+    fill = float(np.median(inside[many])) if many.any() else 1.0
+    inside = np.clip(np.where(many, inside, fill), 1e-3, None)
+    return between / np.sqrt(np.outer(inside, inside))
+
+
 def merge_weak_clusters(
     x: np.ndarray, labels: np.ndarray, lo: int, seconds: np.ndarray | None = None,
     min_size: int = 1, min_seconds: float = 0.0, merge_cosine: float | None = None,
-    linkage: str = "average",
+    linkage: str = "average", merge_ratio: float | None = None, ratio_min_size: int = 1,
 ) -> np.ndarray:
     """Merge clusters that are not speakers of their own into their most similar one
     (``linkage``, below), one at a time, never below ``lo`` clusters:
@@ -193,7 +220,8 @@ def merge_weak_clusters(
     - fewer than ``min_size`` members (a few stray embeddings);
     - less than ``min_seconds`` of speech in all (``seconds`` per embedding): two people
       talking for 30 s are not nine speakers;
-    - a pair with similarity >= ``merge_cosine`` (one voice split in two).
+    - a pair with similarity >= ``merge_cosine`` (one voice split in two);
+    - a pair whose ``linkage_ratio`` is >= ``merge_ratio`` (as alike as each is inside).
 
     Returns labels renumbered 0..K-1.
     """
@@ -210,9 +238,7 @@ def merge_weak_clusters(
         # normalised means, which does (the mean of many noisy embeddings of two different
         # voices is more alike than any two of them), so its right threshold depends on size.
         if linkage == "average":
-            means = np.zeros((k, x.shape[1]))
-            np.add.at(means, labels, x)
-            means /= np.maximum(sizes, 1)[:, None]
+            means = cluster_sums(x, labels, k) / np.maximum(sizes, 1)[:, None]
             sim = means @ means.T
         else:
             cents = centroids_of(x, labels, k).astype(np.float64)
@@ -226,6 +252,15 @@ def merge_weak_clusters(
         elif merge_cosine is not None and sim.max() >= merge_cosine:
             i, j = np.unravel_index(int(np.argmax(sim)), sim.shape)
             victim, target = (int(i), int(j)) if speech[i] <= speech[j] else (int(j), int(i))
+        elif merge_ratio is not None and k > 1:
+            ratio = linkage_ratio(x, labels, k)
+            np.fill_diagonal(ratio, -np.inf)
+            few = sizes < ratio_min_size  # too few members for a reliable ratio
+            ratio[few, :] = -np.inf
+            ratio[:, few] = -np.inf
+            if ratio.max() >= merge_ratio:
+                i, j = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+                victim, target = (int(i), int(j)) if speech[i] <= speech[j] else (int(j), int(i))
         if victim < 0:
             return labels
         labels = np.where(labels == victim, target, labels)
@@ -247,12 +282,21 @@ def spectral_cluster_embeddings(
     merge_cosine: float | None = 0.45,
     floor_percentile: float | None = 5.0,
     linkage: str = "average",
+    merge_cosine_max: float | None = None,
+    coherence: float | None = 0.6,
+    merge_ratio: float | None = 0.8,
+    min_split_size: int = 2,
+    ratio_min_size: int = 5,
 ) -> Clustering:
-    """Spectral clustering with an eigengap count (``whispdiar.spectral``), then the
-    weak clusters merged (``merge_weak_clusters``). Hints are exact: the eigengap is read
-    only inside [min, max], and merges stop at min."""
-    from .spectral import spectral_count_and_labels
+    """Spectral clustering with an eigengap count (``whispdiar.spectral``), each cluster
+    split again while its parts are different voices, then the weak clusters merged
+    (``merge_weak_clusters``). See ``_split_while_distinct`` for why the splits.
 
+    Hints narrow the result of the same method, never swap it for another: an unhinted
+    partition whose count is inside the hint is returned as it is; above the maximum the
+    most similar clusters keep merging (the same average linkage) down to it; below the
+    minimum the least coherent cluster keeps splitting (the same spectral bisection) up to it.
+    """
     emb = np.asarray(emb)
     lo, hi = check_hints(num_speakers, min_speakers, max_speakers)
     n = len(emb)
@@ -262,17 +306,131 @@ def spectral_cluster_embeddings(
     if n == 1 or (hi is not None and hi == 1):
         labels = np.zeros(n, np.int64)
     else:
-        top = min(n, hi if hi is not None else max(max_auto, lo))
-        _, labels, _ = spectral_count_and_labels(x, min(lo, top), top, pval, min_keep)
-        if merge_cosine is not None and floor_percentile is not None and n > 2:
-            # What the file's most different embeddings still share (channel, band) is not
-            # speaker similarity: read the merge threshold above that floor.
-            # (from at most 500 evenly spaced embeddings: the memory stays small)
-            sub = x[np.linspace(0, n - 1, min(n, 500)).round().astype(np.int64)]
-            sims = (sub @ sub.T)[np.triu_indices(len(sub), 1)]
-            floor = float(np.clip(np.percentile(sims, floor_percentile), 0.0, 0.9))
-            merge_cosine = floor + merge_cosine * (1.0 - floor)
-        labels = merge_weak_clusters(x, labels, lo, seconds, min_cluster_size, min_speaker_seconds,
-                                     merge_cosine, linkage)
+        threshold = None
+        if merge_cosine is not None:
+            threshold = merge_cosine
+            if floor_percentile is not None and n > 2:
+                # What the file's most different embeddings still share (channel, band) is not
+                # speaker similarity: read the merge threshold above that floor.
+                # (from at most 500 evenly spaced embeddings: the memory stays small)
+                sub = x[np.linspace(0, n - 1, min(n, 500)).round().astype(np.int64)]
+                sims = (sub @ sub.T)[np.triu_indices(len(sub), 1)]
+                floor = float(np.clip(np.percentile(sims, floor_percentile), 0.0, 0.9))
+                threshold = floor + merge_cosine * (1.0 - floor)
+            if merge_cosine_max is not None:
+                threshold = min(threshold, merge_cosine_max)
+        top = min(n, max_auto)  # the same unhinted partition whatever the hint: a hint only adjusts it
+        _, labels, _ = spectral_count_and_labels(x, 1, top, pval, min_keep)
+        labels = merge_weak_clusters(x, labels, 1, seconds, min_cluster_size, min_speaker_seconds,
+                                     threshold, linkage, merge_ratio, ratio_min_size)
+        if coherence is not None:
+            # The parts a split leaves apart stay apart: the cosine merge above reads its
+            # threshold off the whole file's floor, and one channel shared by many voices
+            # (a call-in show's phone lines) would join them again.
+            labels = _split_while_distinct(x, labels, coherence, pval, min_keep, max_auto, min_split_size,
+                                           merge_ratio)
+            labels = merge_weak_clusters(x, labels, 1, seconds, min_cluster_size, min_speaker_seconds,
+                                         None, linkage)
+        k = int(labels.max()) + 1
+        if hi is not None and k > hi:
+            labels = merge_weak_clusters(x, labels, hi, merge_ratio=-np.inf)  # the most alike pair first
+        elif k < lo:
+            labels = _split_to(x, labels, lo, pval, min_keep)
     k = int(labels.max()) + 1
     return Clustering(labels, centroids_of(x, labels, k))
+
+
+def _bisect(x: np.ndarray, pval: float, min_keep: int, max_parts: int) -> np.ndarray:
+    """Spectral partition of one cluster's members into 2..max_parts parts (eigengap)."""
+    n = len(x)
+    _, labels, _ = spectral_count_and_labels(x, 2, max(2, min(max_parts, n - 1)), pval, min(min_keep, n - 1))
+    return labels
+
+
+def nearest_similarity(x: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """[N]: each embedding's cosine similarity to its nearest other embedding."""
+    xf = np.asarray(x, np.float32)
+    out = np.empty(len(x))
+    for a in range(0, len(x), chunk):
+        sim = xf[a : a + chunk] @ xf.T
+        sim[np.arange(len(sim)), np.arange(a, a + len(sim))] = -np.inf
+        out[a : a + chunk] = sim.max(axis=1) if len(x) > 1 else 1.0
+    return out
+
+
+def _split_while_distinct(x: np.ndarray, labels: np.ndarray, coherence: float, pval: float, min_keep: int,
+                          max_parts: int, min_size: int, rejoin: float | None = None) -> np.ndarray:
+    """Split (spectrally, eigengap count) every cluster that is not one voice, and its
+    parts again, until each is: a cluster is one voice when the mean similarity of its
+    members is at least ``coherence`` times their mean similarity to their nearest
+    neighbour (what one voice's embeddings show here, channel and noise included).
+
+    The global eigengap reads the count among the first ``max_parts`` eigenvalues, and
+    with many speakers who each say little (a town hall: 60 people, ~5 embeddings each)
+    the pruned graph joins their voices into a few large components whose members share
+    little. A cluster of one voice is coherent and stays whole, so meetings of a few
+    people keep the global eigengap's partition; parts of one voice that a split leaves
+    apart are joined again by the merge that follows (``linkage_ratio``).
+    """
+    nn = nearest_similarity(x)
+    labels = np.unique(labels, return_inverse=True)[1].astype(np.int64)
+    out = np.full(len(x), -1, np.int64)
+    nxt = 0
+    for parent in range(int(labels.max()) + 1):
+        members = np.flatnonzero(labels == parent)
+        leaves = _leaves(x, members, nn, coherence, pval, min_keep, max_parts, min_size)
+        if rejoin is not None and leaves.max() > 0:
+            # Parts of one voice that the recursion left apart (a long monologue whose nearest
+            # neighbours are unusually close) are as alike as each is inside: join them again.
+            leaves = merge_weak_clusters(x[members], leaves, 1, merge_ratio=rejoin)
+        out[members] = leaves + nxt
+        nxt += int(leaves.max()) + 1
+    return out
+
+
+def _leaves(x: np.ndarray, members: np.ndarray, nn: np.ndarray, coherence: float, pval: float, min_keep: int,
+            max_parts: int, min_size: int) -> np.ndarray:
+    """Labels (0..) of ``members`` after splitting recursively while parts are incoherent."""
+    out = np.full(len(x), -1, np.int64)
+    todo = [members]
+    nxt = 0
+    while todo:
+        idx = todo.pop()
+        n = len(idx)
+        split = None
+        if n >= min_size:
+            xs = x[idx]
+            s = xs.sum(axis=0)
+            inside = (float(s @ s) - n) / (n * (n - 1))
+            if inside < coherence * float(nn[idx].mean()):
+                split = np.arange(n) % 2 if n == 2 else _bisect(xs, pval, min_keep, max_parts)
+        if split is None or split.max() == 0:
+            out[idx] = nxt
+            nxt += 1
+        else:
+            todo.extend(idx[split == c] for c in range(int(split.max()) + 1))
+    return out[members]
+
+
+def _split_to(x: np.ndarray, labels: np.ndarray, lo: int, pval: float, min_keep: int) -> np.ndarray:
+    """Split clusters until there are ``lo``: a hint above what the voices support. Each
+    step takes, among every cluster's spectral bisection, the one whose two halves are
+    least alike (``linkage_ratio``): a quiet voice absorbed by another comes out first."""
+    labels = np.unique(labels, return_inverse=True)[1].astype(np.int64)
+    while int(labels.max()) + 1 < lo:
+        k = int(labels.max()) + 1
+        best: tuple[float, np.ndarray, np.ndarray] | None = None
+        for c in range(k):
+            idx = np.flatnonzero(labels == c)
+            if len(idx) < 2:
+                continue
+            halves = np.arange(len(idx)) % 2 if len(idx) == 2 else _bisect(x[idx], pval, min_keep, 2)
+            if halves.max() == 0:
+                continue
+            r = float(linkage_ratio(x[idx], halves, 2)[0, 1])
+            if best is None or r < best[0]:
+                best = (r, idx, halves)
+        if best is None:
+            break  # every cluster is a single embedding: nothing left to split
+        labels[best[1][best[2] > 0]] = k
+    return labels

