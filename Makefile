@@ -100,14 +100,26 @@ test-fast: setup browser
 	$(PY) -m pytest -q -m "not slow"
 
 # Diarization on AMI and on room / telephone / clean meetings rendered from a seed (about
-# 20 s to build, not committed), against sherpa-onnx with the same models; then word
-# attribution on LibriSpeech meetings. Needs ../shared/data (DATA=...).
+# 20 s to build, not committed), against sherpa-onnx with the same models; the speaker count
+# per bucket on those plus crowds (15-100 speakers), monologues and interviews (~6 h of audio,
+# 1 min to build, ~10 min to analyse once); then word attribution on LibriSpeech meetings.
+# Needs ../shared/data (DATA=...).
 BENCH ?= /tmp/whispdiar-bench
+# The speaker count per bucket of true speakers (1, 2, 3-5, 6-10, 11-20, 21-50, 51+): every dev
+# set, no hint and then told the count (docs/benchmarks.md "speaker count from 1 to 100").
+COUNT_SETS = --dataset ami=$(DATA)/ami_debug --dataset clean=$(BENCH)/rooms/clean \
+	--dataset room=$(BENCH)/rooms/room --dataset phone=$(BENCH)/rooms/phone \
+	--dataset crowd=$(BENCH)/crowds/crowd --dataset mono=$(BENCH)/crowds/mono \
+	--dataset interview=$(BENCH)/crowds/interview
 bench: models
 	$(PY) $(PIP) -c $(LOCK) -e '.[test,bench]'
 	test -d $(BENCH)/rooms/clean || $(PY) scripts/make_rooms.py --out $(BENCH)/rooms --seed 16
 	$(PY) scripts/bench_diarization.py --dataset ami=$(DATA)/ami_debug --dataset room=$(BENCH)/rooms/room \
 		--dataset phone=$(BENCH)/rooms/phone --dataset clean=$(BENCH)/rooms/clean --markdown $(BENCH)/diarization.md
+	test -d $(BENCH)/crowds/crowd || $(PY) scripts/make_crowds.py --out $(BENCH)/crowds --seed 26
+	$(PY) scripts/tune_diarization.py --cache $(BENCH)/cache $(COUNT_SETS) --buckets --files | tee $(BENCH)/count.txt
+	$(PY) scripts/tune_diarization.py --cache $(BENCH)/cache $(COUNT_SETS) --buckets --oracle | tee -a $(BENCH)/count.txt
+	$(PY) scripts/bench_count.py --cluster 10000 --cache $(BENCH)/cache
 	$(PY) scripts/bench_words.py --whisper "$$($(WD) models path base)" --vad "$$($(WD) models path silero-vad)" \
 		--librispeech $(DATA)/librispeech --diarize "$$($(WD) models path segmentation-3.0)" "$$($(WD) models path campplus)"
 
