@@ -302,16 +302,7 @@ class Scene:
 
     def reference(self, labels: list[str]) -> list[tuple[float, float, str]]:
         """(start, end, label) seconds per talker, its touching or overlapping spans merged."""
-        out = []
-        for i, lab in enumerate(labels):
-            merged: list[list[int]] = []
-            for a, b in sorted(s[1:] for s in self.spans if s[0] == i):
-                if merged and a <= merged[-1][1]:
-                    merged[-1][1] = max(merged[-1][1], b)
-                else:
-                    merged.append([a, b])
-            out += [(a / SR, b / SR, lab) for a, b in merged]
-        return sorted(out)
+        return mr.merged_reference(self.spans, labels)
 
 
 def frame_power(x: np.ndarray, block: int = 6000) -> np.ndarray:

@@ -329,9 +329,15 @@ def _shift(p: Piece, n: int) -> Piece:
 
 def reference(placed: list[Placed], labels: list[str]) -> list[tuple[float, float, str]]:
     """Placed speech as (start, end, speaker) seconds, one speaker's overlapping bits merged."""
+    return merged_reference([(p.talker, *p.speech) for p in placed], labels)
+
+
+def merged_reference(spans: list[tuple[int, int, int]], labels: list[str]) -> list[tuple[float, float, str]]:
+    """(talker, start, end) sample spans as (start, end, label) seconds, each talker's
+    touching or overlapping spans merged."""
     out = []
     for i, lab in enumerate(labels):
-        iv = sorted(p.speech for p in placed if p.talker == i)
+        iv = sorted((a, b) for t, a, b in spans if t == i)
         merged: list[list[int]] = []
         for a, b in iv:
             if merged and a <= merged[-1][1]:
