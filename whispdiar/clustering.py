@@ -287,6 +287,7 @@ def spectral_cluster_embeddings(
     merge_ratio: float | None = 0.8,
     min_split_size: int = 2,
     ratio_min_size: int = 5,
+    rejoin_ratio: float | None = 0.85,
 ) -> Clustering:
     """Spectral clustering with an eigengap count (``whispdiar.spectral``), each cluster
     split again while its parts are different voices, then the weak clusters merged
@@ -328,7 +329,7 @@ def spectral_cluster_embeddings(
             # threshold off the whole file's floor, and one channel shared by many voices
             # (a call-in show's phone lines) would join them again.
             labels = _split_while_distinct(x, labels, coherence, pval, min_keep, max_auto, min_split_size,
-                                           merge_ratio)
+                                           rejoin_ratio)
             labels = merge_weak_clusters(x, labels, 1, seconds, min_cluster_size, min_speaker_seconds,
                                          None, linkage)
         k = int(labels.max()) + 1
