@@ -20,8 +20,19 @@
 processed in order with remembering on, as ``transcribe --remember`` does (diarize with
 the namer's steering, name, remember), some voices recurring and some heard once.
 
+``--crowds DIR``: only many impostors instead (``crowd_series``): recordings of 15-100
+readers (scripts/make_crowds.py) named against voiceprints of people who are NOT in the
+recording (the --source readers and the train-clean-100 readers absent from it, per its
+manifest.json; --crowd-enrolled N: only N of the latter), so every enrolled name is a
+false accept.
+Each file is clustered as shipped and told too few speakers (a quarter of its readers:
+clusters that mix many voices), then named with and without the member rule
+(``naming.DEFAULT_MEMBER_MEDIAN``). Stage 1 comes from --crowd-cache when cached there.
+
     python scripts/bench_voiceprints.py --markdown /tmp/vp.md
     python scripts/bench_voiceprints.py --memory --recordings 12 --markdown /tmp/memory.md
+    python scripts/bench_voiceprints.py --crowds /tmp/whispdiar-bench/crowds/crowd \\
+        --crowd-cache /tmp/wd-cache/crowd --markdown /tmp/crowds.md
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 from whispdiar.audio import load  # noqa: E402
 from whispdiar.diarization import Diarizer  # noqa: E402
 from whispdiar.naming import (  # noqa: E402
+    DEFAULT_MEMBER_MEDIAN,
     DEFAULT_MERGE_THRESHOLD,
     DEFAULT_THRESHOLD,
     Voiceprint,
@@ -256,6 +268,8 @@ def main() -> None:
     ap.add_argument("--enroll-seconds", type=float, default=12.0)
     ap.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     ap.add_argument("--merge-threshold", type=float, default=DEFAULT_MERGE_THRESHOLD)
+    ap.add_argument("--member-median", type=float, default=DEFAULT_MEMBER_MEDIAN,
+                    help="median member-to-voiceprint similarity a named cluster needs (-1: rule off)")
     ap.add_argument("--tight-threshold", type=float, default=0.9,
                     help="the 'tight' rows' clustering cut: merge_cosine of the spectral clustering "
                          "(default 0.45), or the threshold of clustering='ahc'")
@@ -267,13 +281,23 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--memory", action="store_true", help="run the speaker-memory series only")
     ap.add_argument("--guests", type=Path, default=Path("/work/shared/data/librispeech-train-clean-100"),
-                    help="--memory: one utterance per reader, for voices heard once")
+                    help="--memory, --crowds: one utterance per reader (voices heard once, impostors)")
     ap.add_argument("--recordings", type=int, default=12, help="--memory: recordings in the series")
     ap.add_argument("--series-minutes", type=float, default=1.5, help="--memory: length of each recording")
     ap.add_argument("--no-steer", action="store_true", help="--memory: no split/merge steering by voiceprints")
+    ap.add_argument("--crowds", type=Path, default=None,
+                    help="run the many-impostor series only, on this folder of crowd files")
+    ap.add_argument("--crowd-cache", type=Path, default=None,
+                    help="--crowds: stage-1 analyses <uri>.npz (scripts/tune_diarization.py format)")
+    ap.add_argument("--crowd-enrolled", type=int, default=None,
+                    help="--crowds: train-clean-100 readers absent from a file enrolled for it (beside the "
+                         "absent --source readers; default: all of them, 90-173 per file)")
     args = ap.parse_args()
     if args.memory:
         memory_series(args)
+        return
+    if args.crowds:
+        crowd_series(args)
         return
 
     seg = args.segmentation or default_model("segmentation-3.0", "segmentation-3.0.onnx")
@@ -380,7 +404,8 @@ def main() -> None:
                 elif variant.endswith("+steer"):
                     clustering = steer_clustering(base, train, prints, args.threshold, args.merge_threshold)
                 diar = diarizer.reconstruct(analysis, clustering, audio_span=span)
-                matches = name_speakers(diar.centroids, prints, args.threshold)
+                matches = name_speakers(diar.centroids, prints, args.threshold, members=diar.embeddings,
+                                        member_median=args.member_median)
                 shown = display_names(diar.turns, matches, prints)
                 hyp = [Turn(t.start, t.end, shown[t.speaker]) for t in diar.exclusive]
                 tally = score(m.ref, hyp, sub & set(m.speakers), m.duration)
@@ -427,6 +452,7 @@ def main() -> None:
     out = {
         "model_id": model_id,
         "threshold": args.threshold,
+        "member_median": args.member_median,
         "merge_threshold": args.merge_threshold,
         "cluster_threshold": (diarizer.config.threshold if diarizer.config.clustering == "ahc"
                               else diarizer.config.merge_cosine),
@@ -463,6 +489,149 @@ def main() -> None:
         args.markdown.write_text(md)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=str))
+
+
+# ----------------------------------------------------------------------------- many impostors
+def enrollment_files(folder: Path, seconds: float) -> list[Path]:
+    """A reader's first utterances of >= 4 s until they add up to ``seconds`` (as main() enrolls)."""
+    chosen, secs = [], 0.0
+    for f in sorted(folder.glob("*.flac")):
+        if secs >= seconds:
+            break
+        d = sf.info(str(f)).duration
+        if d >= 4.0:
+            chosen.append(f)
+            secs += d
+    return chosen
+
+
+def crowd_series(args: argparse.Namespace) -> None:
+    """Speech of unenrolled people that gets an enrolled name, on many-speaker recordings.
+
+    Per crowd file: the --source readers not in it (its manifest.json lists its readers,
+    call-in hosts included: reader 2414 hosts the call-in files) and the train-clean-100
+    readers not in it (one utterance each; all of them, or --crowd-enrolled drawn per file
+    from the seed) are enrolled, so nobody enrolled speaks.
+    The file is clustered as shipped ("default") and told a quarter of its readers as the
+    speaker count ("too few": clusters that mix many voices, what the member rule is for),
+    steered by the voiceprints as the namer does, then named with the member rule
+    (--member-median) and without it. Scored on the reference's single-speaker time.
+    """
+    from whispdiar.errors import VoiceprintError
+    from whispdiar.rttm import parse_rttm
+
+    spec = importlib.util.spec_from_file_location("tune_diarization", ROOT / "scripts" / "tune_diarization.py")
+    tune = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    sys.modules["tune_diarization"] = tune
+    spec.loader.exec_module(tune)  # its save_analysis / load_analysis: the cache format
+
+    seg = args.segmentation or default_model("segmentation-3.0", "segmentation-3.0.onnx")
+    emb = args.embedding or default_model("campplus", "campplus_cn_en_common.onnx")
+    work = args.work or Path(tempfile.mkdtemp(prefix="wd-crowd-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    diarizer = Diarizer(seg, emb, threads=args.threads)
+    model_id = embedding_model_id(diarizer)
+    manifest = json.loads((args.crowds / "manifest.json").read_text())
+    sources = {d.name: d for d in sorted(args.source.iterdir()) if d.is_dir()}
+    guests = {f.stem.split("-")[0]: f for f in sorted(args.guests.glob("*.flac"))}
+    guests = {r: f for r, f in guests.items() if r not in sources}
+    plans = []
+    for i, fm in enumerate(manifest["files"]):
+        here = {r["reader"] for r in fm["readers"]}
+        absent = sorted(set(guests) - here)
+        rng = np.random.default_rng(args.seed + 1000 + i)
+        pick = [absent[j] for j in sorted(rng.permutation(len(absent))[: args.crowd_enrolled])]  # None: all
+        plans.append((fm, here, [r for r in sources if r not in here] + pick))
+    db = work / "crowd-speakers.db"
+    db.unlink(missing_ok=True)
+    skipped = []
+    with VoiceprintStore(db) as store:
+        for r in sorted({r for _, _, names in plans for r in names}):
+            files = enrollment_files(sources[r], args.enroll_seconds) if r in sources else [guests[r]]
+            try:
+                enroll(store, r, files, diarizer=diarizer)
+            except VoiceprintError as e:  # a 2-s utterance is too short to enroll: left out
+                skipped.append(f"{r}: {e}")
+        prints_all = store.voiceprints(model_id).voiceprints
+    rules = {"with": args.member_median, "without": -1.0}
+    variants = ("default", "too few")
+    tallies = {(v, r): Tally() for v in variants for r in rules}
+    rows = []
+    for fm, here, names in plans:
+        uri = fm["uri"]
+        prints = {r: prints_all[r] for r in names if r in prints_all}
+        wav = args.crowds / f"{uri}.wav"
+        npz = args.crowd_cache / f"{uri}.npz" if args.crowd_cache else None
+        if npz is not None and npz.exists():
+            analysis = tune.load_analysis(npz)
+        else:
+            analysis = diarizer.analyse(wav)
+            if npz is not None:
+                npz.parent.mkdir(parents=True, exist_ok=True)
+                tune.save_analysis(npz, analysis)
+        ref = parse_rttm((args.crowds / f"{uri}.rttm").read_text())[uri]
+        row = {"uri": uri, "readers": len(here), "enrolled": len(prints), "minutes": analysis.duration / 60}
+        for variant in variants:
+            hint = max(2, len(here) // 4) if variant == "too few" else None
+            base, train = diarizer.cluster(analysis, num_speakers=hint)
+            clustering = steer_clustering(base, train, prints, args.threshold, args.merge_threshold)
+            diar = diarizer.reconstruct(analysis, clustering, audio_span=audio_span(wav))
+            row[f"{variant} clusters"] = len(diar.speakers)
+            for rule, floor in rules.items():
+                matches = name_speakers(diar.centroids, prints, args.threshold, members=diar.embeddings,
+                                        member_median=floor)
+                shown = display_names(diar.turns, matches, prints)
+                hyp = [Turn(t.start, t.end, shown[t.speaker]) for t in diar.exclusive]
+                tally = score(ref, hyp, set(), diar.duration)
+                tallies[(variant, rule)].add(tally)
+                row[f"{variant} {rule}"] = (tally.false_accepts, len(matches))
+        rows.append(row)
+        print(f"{uri}: {row}", file=sys.stderr)
+    out = {"model_id": model_id, "threshold": args.threshold, "member_median": args.member_median,
+           "crowd_enrolled": args.crowd_enrolled, "seed": args.seed, "skipped_enrollments": skipped,
+           "rows": rows, "pooled": {f"{v} {r}": (t.false_accepts, t.other_time) for (v, r), t in tallies.items()},
+           "seconds": time.perf_counter() - t_start}
+    write_report(out, crowd_markdown(out), args)
+
+
+def write_report(out: dict, md: str, args: argparse.Namespace) -> None:
+    """The markdown table to stdout (and --markdown), the full results to --json."""
+    print(md)
+    if args.markdown:
+        args.markdown.write_text(md)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, default=str))
+
+
+def crowd_markdown(o: dict) -> str:
+    def cell(v: tuple[float, int]) -> str:
+        return f"{100 * v[0]:.2f} % ({v[1]})"
+
+    lines = [
+        f"Embedding model `{o['model_id']}`, naming threshold {o['threshold']}, member median {o['member_median']}; "
+        f"per file the absent --source readers + "
+        f"{'all' if o['crowd_enrolled'] is None else o['crowd_enrolled']} absent train-clean-100 readers enrolled "
+        f"(seed {o['seed']}); nobody enrolled speaks, so every enrolled name is a false accept. Share of the "
+        f"reference's single-speaker time carrying an enrolled name (named clusters); machine time "
+        f"{o['seconds']:.0f} s.",
+        "",
+        "| file | readers | enrolled | min | clusters | false accepts, rule off | with member rule "
+        "| told too few: clusters | rule off | with member rule |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in o["rows"]:
+        lines.append(f"| {r['uri']} | {r['readers']} | {r['enrolled']} | {r['minutes']:.1f} | {r['default clusters']} "
+                     f"| {cell(r['default without'])} | {cell(r['default with'])} | {r['too few clusters']} "
+                     f"| {cell(r['too few without'])} | {cell(r['too few with'])} |")
+    p = o["pooled"]
+    lines.append(f"| **pooled** | | | {p['default with'][1] / 60:.1f} min | "
+                 f"| **{100 * p['default without'][0]:.2f} %** | **{100 * p['default with'][0]:.2f} %** "
+                 f"| | **{100 * p['too few without'][0]:.2f} %** | **{100 * p['too few with'][0]:.2f} %** |")
+    if o["skipped_enrollments"]:
+        lines += ["", f"Not enrolled (too little speech): {len(o['skipped_enrollments'])} readers."]
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- speaker memory
@@ -532,7 +701,7 @@ def memory_series(args: argparse.Namespace) -> None:
 
         t0 = time.perf_counter()
         namer = VoiceprintNamer(db, model_id, threshold=args.threshold, warn=lambda m: None, remember=True,
-                                steer=not args.no_steer)
+                                steer=not args.no_steer, member_median=args.member_median)
         before = set(namer.voiceprints)
         diar = diarizer(wav, relabel=namer.relabel)
         matches = dict(namer(diar))
@@ -608,12 +777,7 @@ def memory_series(args: argparse.Namespace) -> None:
         "new_confidence_min": min(new_conf) if new_conf else None,
         "seconds": time.perf_counter() - t_start, "diarize_name_remember_seconds": diar_seconds,
     }
-    md = memory_markdown(out)
-    print(md)
-    if args.markdown:
-        args.markdown.write_text(md)
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1, default=str))
+    write_report(out, memory_markdown(out), args)
 
 
 def memory_markdown(o: dict) -> str:
@@ -661,8 +825,9 @@ def memory_markdown(o: dict) -> str:
 
 def markdown(o: dict, per_meeting: list) -> str:
     lines = [
-        f"Embedding model `{o['model_id']}`, naming threshold {o['threshold']}, merge threshold "
-        f"{o['merge_threshold']}; {len(o['meetings'])} meetings, {o['audio_seconds'] / 60:.1f} min of audio, "
+        f"Embedding model `{o['model_id']}`, naming threshold {o['threshold']}, member median "
+        f"{o['member_median']}, merge threshold {o['merge_threshold']}; {len(o['meetings'])} meetings, "
+        f"{o['audio_seconds'] / 60:.1f} min of audio, "
         f"{o['variants']['default']['runs']} (meeting, enrolled subset) runs.",
         "",
         "| clustering | enrollment steering | naming accuracy | accuracy on attributed speech | wrong enrolled name "

@@ -26,10 +26,12 @@ from whispdiar.diarization import Diarizer
 from whispdiar.embedding import model_fingerprint
 from whispdiar.errors import AudioError, InputNotFound, VoiceprintError
 from whispdiar.naming import (
+    DEFAULT_MEMBER_MEDIAN,
     Match,
     Voiceprint,
     assign,
     display_names,
+    member_agreement,
     merge_clustering,
     merge_groups,
     name_speakers,
@@ -492,14 +494,53 @@ def test_steering_splits_a_cluster_of_several_voices() -> None:
     assert steer_clustering(clustering, train, {}) is clustering
 
 
+def _mix(rng: np.random.Generator, toward: np.ndarray, n: int, pull: float = 0.25) -> np.ndarray:
+    """Members of n different voices, each pulled a little toward ``toward``: none sounds
+    like it (cosine ~0.24), but their mean drifts to it (the other voices cancel out)."""
+    return l2_normalize(pull * toward + l2_normalize(rng.standard_normal((n, D)))).astype(np.float32)
+
+
+def _enroll_two(db: Path, rng: np.random.Generator, samples: int, seconds: float) -> dict[str, np.ndarray]:
+    """Jan and Anna enrolled from ``samples`` embeddings near random voices; returns the voices."""
+    truth = {n: unit(rng)[0] for n in ("Jan", "Anna")}
+    with VoiceprintStore(db) as store:
+        for n, v in truth.items():
+            store.add_sample(n, near(v, rng, samples), model_id=MODEL, source="s", speech_seconds=seconds)
+    return truth
+
+
+def test_a_cluster_that_mixes_voices_is_not_named(db: Path) -> None:
+    from whispdiar.diarization import Diarization
+
+    rng = np.random.default_rng(15)
+    truth = _enroll_two(db, rng, samples=4, seconds=12)
+    namer = VoiceprintNamer(db, MODEL)
+    prints = namer.voiceprints
+    members = {"SPEAKER_00": _mix(rng, truth["Jan"], 40), "SPEAKER_01": near(truth["Anna"], rng, 12, 0.2)}
+    centroids = {k: l2_normalize(m.mean(axis=0)) for k, m in members.items()}
+    jan = prints["Jan"].centroid
+    assert float(centroids["SPEAKER_00"] @ jan) > 0.7  # the mixed cluster's centroid looks like Jan
+    assert float(np.median(members["SPEAKER_00"] @ jan)) < 0.3  # none of its members does
+    assert {k: m.name for k, m in name_speakers(centroids, prints).items()} == {
+        "SPEAKER_00": "Jan", "SPEAKER_01": "Anna"}  # centroids alone: the drift gets a name
+    got = name_speakers(centroids, prints, members=members)
+    assert {k: m.name for k, m in got.items()} == {"SPEAKER_01": "Anna"}
+    assert got["SPEAKER_01"].confidence == round(float(centroids["SPEAKER_01"] @ prints["Anna"].centroid), 4)
+    # The pipeline's namer judges the members (Diarization.embeddings) too.
+    diar = Diarization(turns=[Turn(0, 2, "SPEAKER_00"), Turn(2, 4, "SPEAKER_01")], exclusive=[],
+                       centroids=centroids, embeddings=members, duration=4.0)
+    assert {k: m.name for k, m in namer(diar).items()} == {"SPEAKER_01": "Anna"}
+    # A pure cluster is named, weak windows (a third of them) and all; without members the centroid decides.
+    pure = np.concatenate([near(truth["Jan"], rng, 10, 0.2), near(truth["Jan"], rng, 5, 0.9)])
+    assert name_speakers({"S": l2_normalize(pure.mean(axis=0))}, prints, members={"S": pure})["S"].name == "Jan"
+    assert name_speakers(centroids, prints, members={"SPEAKER_01": members["SPEAKER_01"]})["SPEAKER_00"].name == "Jan"
+
+
 def test_namer_end_to_end_on_synthetic_store(db: Path) -> None:
     from whispdiar.diarization import Diarization
 
     rng = np.random.default_rng(13)
-    truth = {n: unit(rng)[0] for n in ("Jan", "Anna")}
-    with VoiceprintStore(db) as store:
-        for n, v in truth.items():
-            store.add_sample(n, near(v, rng, 3), model_id=MODEL, source="s", speech_seconds=9)
+    truth = _enroll_two(db, rng, samples=3, seconds=9)
     namer = VoiceprintNamer(db, MODEL, threshold=0.5)
     diar = Diarization(
         turns=[Turn(0, 2, "SPEAKER_00"), Turn(2, 4, "SPEAKER_01")], exclusive=[],
@@ -598,6 +639,24 @@ def test_impostor_stays_anonymous(enrolled: Path, diarizer: Diarizer, tmp_path: 
     secs, matches = _named_speech(diarizer, enrolled, wav)
     assert [m.name for m in matches.values()] == ["Jan"]
     assert secs.get("Speaker 2", 0) > 10 and "Anna" not in secs, secs
+
+
+@pytest.mark.slow
+def test_nobody_enrolled_present_gets_no_name(db: Path, diarizer: Diarizer, tmp_path: Path) -> None:
+    # Reader 1688 enrolled; the recording holds 1998 and 2033. Told one speaker, the
+    # diarization makes one cluster of both voices: it stays anonymous too, and its
+    # members are far from the member rule's floor, whatever its centroid says.
+    with VoiceprintStore(db) as store:
+        enroll(store, "Olaf", IMPOSTOR, diarizer=diarizer)
+    wav = tmp_path / "meeting.wav"
+    _meeting(wav, [JAN_TALK[0], ANNA_TALK[0], JAN_TALK[1], ANNA_TALK[1]])
+    namer = VoiceprintNamer(db, embedding_model_id(diarizer))
+    for hint, clusters in ((None, 2), (1, 1)):
+        diar = diarizer(wav, num_speakers=hint, relabel=namer.relabel)
+        assert len(diar.speakers) == clusters
+        assert namer(diar) == {}
+    (mixed,) = diar.embeddings.values()
+    assert member_agreement(mixed, namer.voiceprints.values())[0] < DEFAULT_MEMBER_MEDIAN - 0.05
 
 
 @pytest.mark.slow

@@ -6,6 +6,12 @@ Hungarian algorithm, so two clusters of one recording never get the same name, a
 where the similarity reaches ``threshold``; the similarity is the name's confidence.
 Everybody else keeps an anonymous "Speaker N" label.
 
+Mixed clusters: a cluster's centroid is the mean of its members, and the mean of many
+different voices drifts toward a "generic" voice that may resemble some voiceprint even
+though none of its members does. So a cluster is named only if its members agree too:
+the median cosine similarity of its members (window embeddings) to the voiceprint must
+reach ``member_median`` (at least half of its windows resemble that person).
+
 Merge rule (enrollment steering diarization): when two or more clusters each have the
 same voiceprint as their best match with similarity >= ``merge_threshold`` (stricter
 than naming), they are one person split by clustering, and become one cluster before
@@ -32,6 +38,13 @@ if TYPE_CHECKING:
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_MERGE_THRESHOLD = 0.6
 DEFAULT_MEMBER_THRESHOLD = 0.55  # one window's embedding (<= 5 s of speech) claimed by a voiceprint
+# Median member-to-voiceprint similarity a named cluster needs (docs/voiceprints.md, "Mixed
+# clusters"). Measured: clusters mixing 10-77 unenrolled voices matched a voiceprint by their
+# centroid (0.52-0.59) with member medians of 0.15-0.34; correctly named clusters had 0.40-0.80
+# (0.40-0.67 in simulated rooms and phone calls, 0.61-0.80 in the clean meetings). Crowd files
+# told too few speakers (bench_voiceprints.py --crowds): 8.37 -> 0.29 % of unenrolled speech
+# named; right names on the meetings unchanged (95.9 %).
+DEFAULT_MEMBER_MEDIAN = 0.35
 MIN_GROUP = 4  # members a voice needs inside a cluster to be split off (clustering's min cluster size)
 
 
@@ -67,11 +80,14 @@ def similarities(centroids: np.ndarray, voiceprints: Iterable[Voiceprint]) -> np
     return c @ p.T
 
 
-def assign(scores: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    """One-to-one (row, column) pairs maximising the number, then the sum, of scores >= threshold."""
+def assign(scores: np.ndarray, threshold: float, allowed: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """One-to-one (row, column) pairs maximising the number, then the sum, of scores >= threshold
+    (only pairs ``allowed``, a boolean mask like ``scores``, when given)."""
     if scores.size == 0:
         return []
     ok = scores >= threshold
+    if allowed is not None:
+        ok &= allowed
     # Pairs below threshold cost so much that the assignment avoids them whenever it can;
     # any it is forced into (more rows than good columns) are dropped afterwards.
     weights = np.where(ok, scores, scores - 1e6)
@@ -79,18 +95,41 @@ def assign(scores: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if ok[r, c]]
 
 
+def member_agreement(members: np.ndarray, voiceprints: Iterable[Voiceprint]) -> np.ndarray:
+    """[P] median cosine similarity of a cluster's members [n, D] to each voiceprint."""
+    p = np.stack([v.centroid for v in voiceprints]).astype(np.float64)
+    x = np.asarray(members, np.float64).reshape(-1, p.shape[1])
+    x = x[np.isfinite(x).all(axis=1)]
+    if len(x) == 0:
+        return np.ones(len(p))  # nothing to judge by: the centroid decides
+    return np.median(l2_normalize(x) @ l2_normalize(p).T, axis=0)
+
+
 def name_speakers(
     centroids: Mapping[str, np.ndarray],
     voiceprints: Mapping[str, Voiceprint],
     threshold: float = DEFAULT_THRESHOLD,
+    members: Mapping[str, np.ndarray] | None = None,
+    member_median: float = DEFAULT_MEMBER_MEDIAN,
 ) -> dict[str, Match]:
-    """{cluster label: Match} for the clusters recognised as enrolled speakers."""
+    """{cluster label: Match} for the clusters recognised as enrolled speakers.
+
+    With ``members`` ({label: [n, D] member embeddings}, ``Diarization.embeddings``) a
+    cluster may take a name only if its members' median similarity to that voiceprint
+    reaches ``member_median`` as well (mixed clusters stay anonymous); a label without
+    members is judged by its centroid alone."""
     labels = list(centroids)
     prints = list(voiceprints.values())
     if not labels or not prints:
         return {}
     s = similarities(np.stack([centroids[k] for k in labels]), prints)
-    return {labels[r]: Match(prints[c].name, round(float(s[r, c]), 4)) for r, c in assign(s, threshold)}
+    allowed = None
+    if members:
+        allowed = np.ones(s.shape, bool)
+        for i, k in enumerate(labels):
+            if k in members and len(members[k]):
+                allowed[i] = member_agreement(members[k], prints) >= member_median
+    return {labels[r]: Match(prints[c].name, round(float(s[r, c]), 4)) for r, c in assign(s, threshold, allowed)}
 
 
 def merge_groups(

@@ -43,6 +43,7 @@ import numpy as np
 from . import audio
 from .errors import AudioError, VoiceprintError, WhispdiarError
 from .naming import (
+    DEFAULT_MEMBER_MEDIAN,
     DEFAULT_MERGE_THRESHOLD,
     DEFAULT_THRESHOLD,
     Match,
@@ -824,8 +825,10 @@ class VoiceprintNamer:
         steer: bool = True,
         warn: Warn | None = None,
         remember: bool | None = None,
+        member_median: float = DEFAULT_MEMBER_MEDIAN,
     ):
         self.threshold = threshold
+        self.member_median = member_median
         self.merge_threshold = merge_threshold
         self.steer = steer
         self.path = Path(db_path).expanduser()
@@ -881,7 +884,9 @@ class VoiceprintNamer:
         return sorted(self.voiceprints)
 
     def __call__(self, diarization: Diarization) -> dict[str, Match]:
-        return name_speakers(diarization.centroids, self.voiceprints, self.threshold)
+        # Members too, so a cluster that mixes voices is not named (naming.DEFAULT_MEMBER_MEDIAN).
+        return name_speakers(diarization.centroids, self.voiceprints, self.threshold,
+                             members=diarization.embeddings, member_median=self.member_median)
 
     def relabel(self, clustering: Clustering, train: np.ndarray) -> Clustering:
         if not self.steer or not self.voiceprints:
