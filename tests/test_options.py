@@ -363,7 +363,10 @@ def test_beam_search_reaches_whisper(tiny, whisper_tiny_en_path: Path, vad, data
         b = whisper_counters(beam)
     n_words = len(text_of(greedy.segments).split())
     assert g["decode"] >= n_words and g.get("batchd", 0) <= 1, g
-    assert b["batchd"] >= n_words and b.get("decode", 0) <= 1, b
+    # The native build (make setup) steps all 5 beams in one batch each time: batchd >= words,
+    # decode <= 1. The PyPI wheel (what `pip install` gets; make test-latest) interleaves
+    # single-token steps: 12 batched and 23 single for 17 words (2026-12-08). Both ran beams.
+    assert b["batchd"] >= max(5, n_words // 2) and b["batchd"] > g.get("batchd", 0) + 3, b
     text = text_of(tr.segments).lower()
     assert "in a case of attempted suicide" in text and "duty of the doctor to inform the police" in text
     words = [w for s in tr.segments for w in s.words]
