@@ -88,12 +88,13 @@ def cluster_timing(n: int, cache: Path | None) -> None:
             e = z["embeddings"].reshape(-1, z["embeddings"].shape[-1])
             embs.append(e[np.isfinite(e).all(axis=1)])
         x = np.concatenate(embs)
-        source = f"real CAM++ embeddings of {len(list(cache.rglob('*.npz')))} cached files"
-        if len(x) >= n:
-            x = x[rng.choice(len(x), n, replace=False)]
-        else:
-            x = np.concatenate([x, x[rng.integers(len(x), size=n - len(x))]])
-            x[len(embs):] += 0.05 * rng.standard_normal(x[len(embs):].shape)
+        real = len(x)
+        source = f"real CAM++ embeddings of {len(embs)} cached files"
+        if real >= n:
+            x = x[rng.choice(real, n, replace=False)]
+        else:  # tiled: the copies get a little noise, so none is an exact duplicate
+            x = np.concatenate([x, x[rng.integers(real, size=n - real)]])
+            x[real:] += 0.05 * rng.standard_normal(x[real:].shape)
     else:
         centres = l2_normalize(rng.standard_normal((100, 192)))
         x = centres[rng.integers(100, size=n)] + 0.06 * rng.standard_normal((n, 192))

@@ -282,7 +282,6 @@ def spectral_cluster_embeddings(
     merge_cosine: float | None = 0.45,
     floor_percentile: float | None = 5.0,
     linkage: str = "average",
-    merge_cosine_max: float | None = None,
     coherence: float | None = 0.6,
     merge_ratio: float | None = 0.8,
     min_split_size: int = 2,
@@ -295,8 +294,8 @@ def spectral_cluster_embeddings(
 
     Hints narrow the result of the same method, never swap it for another: an unhinted
     partition whose count is inside the hint is returned as it is; above the maximum the
-    most similar clusters keep merging (the same average linkage) down to it; below the
-    minimum the least coherent cluster keeps splitting (the same spectral bisection) up to it.
+    most alike clusters (``linkage_ratio``) keep merging down to it; below the minimum the
+    spectral bisection with the least alike halves keeps being applied (``_split_to``).
     """
     emb = np.asarray(emb)
     lo, hi = check_hints(num_speakers, min_speakers, max_speakers)
@@ -318,8 +317,6 @@ def spectral_cluster_embeddings(
                 sims = (sub @ sub.T)[np.triu_indices(len(sub), 1)]
                 floor = float(np.clip(np.percentile(sims, floor_percentile), 0.0, 0.9))
                 threshold = floor + merge_cosine * (1.0 - floor)
-            if merge_cosine_max is not None:
-                threshold = min(threshold, merge_cosine_max)
         top = min(n, max_auto)  # the same unhinted partition whatever the hint: a hint only adjusts it
         _, labels, _ = spectral_count_and_labels(x, 1, top, pval, min_keep)
         labels = merge_weak_clusters(x, labels, 1, seconds, min_cluster_size, min_speaker_seconds,
@@ -370,8 +367,8 @@ def _split_while_distinct(x: np.ndarray, labels: np.ndarray, coherence: float, p
     with many speakers who each say little (a town hall: 60 people, ~5 embeddings each)
     the pruned graph joins their voices into a few large components whose members share
     little. A cluster of one voice is coherent and stays whole, so meetings of a few
-    people keep the global eigengap's partition; parts of one voice that a split leaves
-    apart are joined again by the merge that follows (``linkage_ratio``).
+    people keep the global eigengap's partition; parts of one parent at least ``rejoin``
+    alike (``linkage_ratio``) are joined again.
     """
     nn = nearest_similarity(x)
     labels = np.unique(labels, return_inverse=True)[1].astype(np.int64)
@@ -392,11 +389,12 @@ def _split_while_distinct(x: np.ndarray, labels: np.ndarray, coherence: float, p
 def _leaves(x: np.ndarray, members: np.ndarray, nn: np.ndarray, coherence: float, pval: float, min_keep: int,
             max_parts: int, min_size: int) -> np.ndarray:
     """Labels (0..) of ``members`` after splitting recursively while parts are incoherent."""
-    out = np.full(len(x), -1, np.int64)
-    todo = [members]
+    out = np.full(len(members), -1, np.int64)
+    todo = [np.arange(len(members))]  # positions in ``members``
     nxt = 0
     while todo:
-        idx = todo.pop()
+        pos = todo.pop()
+        idx = members[pos]
         n = len(idx)
         split = None
         if n >= min_size:
@@ -406,11 +404,11 @@ def _leaves(x: np.ndarray, members: np.ndarray, nn: np.ndarray, coherence: float
             if inside < coherence * float(nn[idx].mean()):
                 split = np.arange(n) % 2 if n == 2 else _bisect(xs, pval, min_keep, max_parts)
         if split is None or split.max() == 0:
-            out[idx] = nxt
+            out[pos] = nxt
             nxt += 1
         else:
-            todo.extend(idx[split == c] for c in range(int(split.max()) + 1))
-    return out[members]
+            todo.extend(pos[split == c] for c in range(int(split.max()) + 1))
+    return out
 
 
 def _split_to(x: np.ndarray, labels: np.ndarray, lo: int, pval: float, min_keep: int) -> np.ndarray:
