@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from whispdiar.audio import load  # noqa: E402
 from whispdiar.diarization import Diarizer  # noqa: E402
+from whispdiar.errors import VoiceprintError  # noqa: E402
 from whispdiar.naming import (  # noqa: E402
     DEFAULT_MEMBER_MEDIAN,
     DEFAULT_MERGE_THRESHOLD,
@@ -285,6 +286,8 @@ def main() -> None:
     ap.add_argument("--recordings", type=int, default=12, help="--memory: recordings in the series")
     ap.add_argument("--series-minutes", type=float, default=1.5, help="--memory: length of each recording")
     ap.add_argument("--no-steer", action="store_true", help="--memory: no split/merge steering by voiceprints")
+    ap.add_argument("--guests-enrolled", type=int, default=0,
+                    help="meetings: this many absent train-clean-100 readers enrolled as well (many voiceprints)")
     ap.add_argument("--crowds", type=Path, default=None,
                     help="run the many-impostor series only, on this folder of crowd files")
     ap.add_argument("--crowd-cache", type=Path, default=None,
@@ -345,6 +348,18 @@ def main() -> None:
             for f in files:
                 r = enroll(store, spk, f, diarizer=diarizer).samples[0]
                 enroll_rows.append((spk, f.name, r.speech_seconds, len(r.embeddings), r.warnings))
+        # --guests-enrolled K: K more absent people (one train-clean-100 utterance each) in
+        # every enrolled subset: right names when the database holds many voiceprints.
+        guests = sorted(args.guests.glob("*.flac")) if args.guests_enrolled else []
+        grng = np.random.default_rng(args.seed + 7)
+        guest_ids = []
+        for j in sorted(grng.permutation(len(guests))[: args.guests_enrolled]):
+            gid = "guest-" + guests[j].stem.split("-")[0]
+            try:
+                enroll(store, gid, [guests[j]], diarizer=diarizer)
+                guest_ids.append(gid)
+            except VoiceprintError:  # too short to enroll: left out
+                pass
     enroll_time = time.perf_counter() - t0
     namer = VoiceprintNamer(db, model_id, threshold=args.threshold, merge_threshold=args.merge_threshold)
     all_prints = dict(namer.voiceprints)
@@ -382,7 +397,7 @@ def main() -> None:
             n_in = int(rng.integers(1, len(present))) if len(present) > 1 else 1
             absent = [s for s in all_ids if s not in m.speakers]
             extra = [s for s in absent if rng.random() < 0.5]
-            subsets.append(set(present[:n_in]) | set(extra))
+            subsets.append(set(present[:n_in]) | set(extra) | set(guest_ids))
         for variant in variants:
             # "split": clustering told one speaker too many (e.g. a wrong --num-speakers or
             # --min-speakers hint), so one person is split in two: what the merge rule is for.
@@ -517,7 +532,6 @@ def crowd_series(args: argparse.Namespace) -> None:
     steered by the voiceprints as the namer does, then named with the member rule
     (--member-median) and without it. Scored on the reference's single-speaker time.
     """
-    from whispdiar.errors import VoiceprintError
     from whispdiar.rttm import parse_rttm
 
     spec = importlib.util.spec_from_file_location("tune_diarization", ROOT / "scripts" / "tune_diarization.py")

@@ -37,6 +37,7 @@ from whispdiar.naming import (
     name_speakers,
     speaker_records,
     steer_clustering,
+    threshold_for,
 )
 from whispdiar.records import Turn
 from whispdiar.voiceprints import (
@@ -421,6 +422,31 @@ def test_name_speakers_one_to_one_above_threshold() -> None:
     assert name == "Jan" and 0.5 <= conf <= 1.0
     assert name_speakers(centroids, prints, threshold=0.999) == {}
     assert name_speakers({}, prints) == {} and name_speakers(centroids, {}) == {}
+
+
+def _at_similarity(v: np.ndarray, sim: float, rng: np.random.Generator) -> np.ndarray:
+    """A unit vector at cosine ``sim`` to the unit vector ``v``."""
+    o = unit(rng)[0]
+    o = l2_normalize(o - (o @ v) * v)
+    return (sim * v + np.sqrt(1 - sim**2) * o).astype(np.float32)
+
+
+def test_the_threshold_rises_with_the_number_of_voiceprints() -> None:
+    # The best of many impostor scores is higher than the best of few: a stranger who
+    # resembles one of 128 enrolled people at 0.53 is not named after them; the same
+    # score among 4 voiceprints names (docs/voiceprints.md, "Many voiceprints").
+    assert threshold_for(0.5, 1) == threshold_for(0.5, 8) == 0.5
+    assert threshold_for(0.5, 16) == pytest.approx(0.515)
+    assert threshold_for(0.5, 128) == pytest.approx(0.56)
+    rng = np.random.default_rng(12)
+    prints, truth = _prints(rng, [f"p{i}" for i in range(128)])
+    target = prints["p7"].centroid
+    centroids = {"S": _at_similarity(target, 0.53, rng)}
+    assert name_speakers(centroids, prints) == {}
+    few = {k: prints[k] for k in ("p1", "p2", "p7", "p9")}
+    assert name_speakers(centroids, few)["S"].name == "p7"
+    strong = {"S": _at_similarity(target, 0.7, rng)}  # a true match is far above either
+    assert name_speakers(strong, prints)["S"].name == "p7"
 
 
 def test_two_clusters_never_share_a_name() -> None:

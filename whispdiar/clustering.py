@@ -307,16 +307,16 @@ def spectral_cluster_embeddings(
         labels = np.zeros(n, np.int64)
     else:
         threshold = None
+        floor = 0.0
+        if floor_percentile is not None and n > 2:
+            # What the file's most different embeddings still share (channel, band) is not
+            # speaker similarity: read the merge threshold above that floor.
+            # (from at most 500 evenly spaced embeddings: the memory stays small)
+            sub = x[np.linspace(0, n - 1, min(n, 500)).round().astype(np.int64)]
+            sims = (sub @ sub.T)[np.triu_indices(len(sub), 1)]
+            floor = float(np.clip(np.percentile(sims, floor_percentile), 0.0, 0.9))
         if merge_cosine is not None:
-            threshold = merge_cosine
-            if floor_percentile is not None and n > 2:
-                # What the file's most different embeddings still share (channel, band) is not
-                # speaker similarity: read the merge threshold above that floor.
-                # (from at most 500 evenly spaced embeddings: the memory stays small)
-                sub = x[np.linspace(0, n - 1, min(n, 500)).round().astype(np.int64)]
-                sims = (sub @ sub.T)[np.triu_indices(len(sub), 1)]
-                floor = float(np.clip(np.percentile(sims, floor_percentile), 0.0, 0.9))
-                threshold = floor + merge_cosine * (1.0 - floor)
+            threshold = floor + merge_cosine * (1.0 - floor)
         top = min(n, max_auto)  # the same unhinted partition whatever the hint: a hint only adjusts it
         _, labels, _ = spectral_count_and_labels(x, 1, top, pval, min_keep)
         labels = merge_weak_clusters(x, labels, 1, seconds, min_cluster_size, min_speaker_seconds,
@@ -325,8 +325,12 @@ def spectral_cluster_embeddings(
             # The parts a split leaves apart stay apart: the cosine merge above reads its
             # threshold off the whole file's floor, and one channel shared by many voices
             # (a call-in show's phone lines) would join them again.
+            # Coherence is read above the file's floor too (a shared phone line lifts every
+            # similarity) once the first pass has heard several voices; a monologue's floor
+            # is its own voice, so a single first cluster is judged on the raw scale.
+            many = int(labels.max()) > 0
             labels = _split_while_distinct(x, labels, coherence, pval, min_keep, max_auto, min_split_size,
-                                           rejoin_ratio)
+                                           rejoin_ratio, floor if many else 0.0)
             labels = merge_weak_clusters(x, labels, 1, seconds, min_cluster_size, min_speaker_seconds,
                                          None, linkage)
         k = int(labels.max()) + 1
@@ -357,11 +361,14 @@ def nearest_similarity(x: np.ndarray, chunk: int = 512) -> np.ndarray:
 
 
 def _split_while_distinct(x: np.ndarray, labels: np.ndarray, coherence: float, pval: float, min_keep: int,
-                          max_parts: int, min_size: int, rejoin: float | None = None) -> np.ndarray:
+                          max_parts: int, min_size: int, rejoin: float | None = None,
+                          floor: float = 0.0) -> np.ndarray:
     """Split (spectrally, eigengap count) every cluster that is not one voice, and its
     parts again, until each is: a cluster is one voice when the mean similarity of its
     members is at least ``coherence`` times their mean similarity to their nearest
-    neighbour (what one voice's embeddings show here, channel and noise included).
+    neighbour (what one voice's embeddings show here, channel and noise included), both
+    measured above ``floor`` (the file's 5th-percentile similarity: what different voices
+    on one phone line still share; 0 on the raw scale).
 
     The global eigengap reads the count among the first ``max_parts`` eigenvalues, and
     with many speakers who each say little (a town hall: 60 people, ~5 embeddings each)
@@ -376,7 +383,7 @@ def _split_while_distinct(x: np.ndarray, labels: np.ndarray, coherence: float, p
     nxt = 0
     for parent in range(int(labels.max()) + 1):
         members = np.flatnonzero(labels == parent)
-        leaves = _leaves(x, members, nn, coherence, pval, min_keep, max_parts, min_size)
+        leaves = _leaves(x, members, nn, coherence, pval, min_keep, max_parts, min_size, floor)
         if rejoin is not None and leaves.max() > 0:
             # Parts of one voice that the recursion left apart (a long monologue whose nearest
             # neighbours are unusually close) are as alike as each is inside: join them again.
@@ -387,7 +394,7 @@ def _split_while_distinct(x: np.ndarray, labels: np.ndarray, coherence: float, p
 
 
 def _leaves(x: np.ndarray, members: np.ndarray, nn: np.ndarray, coherence: float, pval: float, min_keep: int,
-            max_parts: int, min_size: int) -> np.ndarray:
+            max_parts: int, min_size: int, floor: float = 0.0) -> np.ndarray:
     """Labels (0..) of ``members`` after splitting recursively while parts are incoherent."""
     out = np.full(len(members), -1, np.int64)
     todo = [np.arange(len(members))]  # positions in ``members``
@@ -401,7 +408,7 @@ def _leaves(x: np.ndarray, members: np.ndarray, nn: np.ndarray, coherence: float
             xs = x[idx]
             s = xs.sum(axis=0)
             inside = (float(s @ s) - n) / (n * (n - 1))
-            if inside < coherence * float(nn[idx].mean()):
+            if inside - floor < coherence * (float(nn[idx].mean()) - floor):
                 split = np.arange(n) % 2 if n == 2 else _bisect(xs, pval, min_keep, max_parts)
         if split is None or split.max() == 0:
             out[pos] = nxt

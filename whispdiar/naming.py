@@ -20,6 +20,7 @@ the turns are built. Calibration: docs/voiceprints.md.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -45,6 +46,14 @@ DEFAULT_MEMBER_THRESHOLD = 0.55  # one window's embedding (<= 5 s of speech) cla
 # told too few speakers (bench_voiceprints.py --crowds): 8.37 -> 0.29 % of unenrolled speech
 # named; right names on the meetings unchanged (95.9 %).
 DEFAULT_MEMBER_MEDIAN = 0.35
+# The best of N impostor scores grows with N: with 90-170 people enrolled, single unenrolled
+# voices passed 0.5 against one of them (1.30 % of their speech named). The threshold holds
+# as calibrated up to CROWD_PRINTS voiceprints and rises CROWD_STEP per doubling beyond:
+# impostor cluster scores have sd ~0.10 here, and the maximum of N normal draws near z = 4.5
+# moves ~ln 2 / 4.5 = 0.15 sd per doubling of N, so the chance that any enrolled person
+# claims an unenrolled voice stays what it is with 8 (docs/voiceprints.md, "Many voiceprints").
+CROWD_PRINTS = 8
+CROWD_STEP = 0.015
 MIN_GROUP = 4  # members a voice needs inside a cluster to be split off (clustering's min cluster size)
 
 
@@ -105,6 +114,13 @@ def member_agreement(members: np.ndarray, voiceprints: Iterable[Voiceprint]) -> 
     return np.median(l2_normalize(x) @ l2_normalize(p).T, axis=0)
 
 
+def threshold_for(threshold: float, n_prints: int) -> float:
+    """The naming threshold with ``n_prints`` voiceprints to choose from (``CROWD_STEP``)."""
+    if n_prints <= CROWD_PRINTS:
+        return threshold
+    return threshold + CROWD_STEP * math.log2(n_prints / CROWD_PRINTS)
+
+
 def name_speakers(
     centroids: Mapping[str, np.ndarray],
     voiceprints: Mapping[str, Voiceprint],
@@ -117,7 +133,8 @@ def name_speakers(
     With ``members`` ({label: [n, D] member embeddings}, ``Diarization.embeddings``) a
     cluster may take a name only if its members' median similarity to that voiceprint
     reaches ``member_median`` as well (mixed clusters stay anonymous); a label without
-    members is judged by its centroid alone."""
+    members is judged by its centroid alone. ``threshold`` rises with the number of
+    voiceprints beyond ``CROWD_PRINTS`` (``threshold_for``)."""
     labels = list(centroids)
     prints = list(voiceprints.values())
     if not labels or not prints:
@@ -129,7 +146,8 @@ def name_speakers(
         for i, k in enumerate(labels):
             if k in members and len(members[k]):
                 allowed[i] = member_agreement(members[k], prints) >= member_median
-    return {labels[r]: Match(prints[c].name, round(float(s[r, c]), 4)) for r, c in assign(s, threshold, allowed)}
+    pairs = assign(s, threshold_for(threshold, len(prints)), allowed)
+    return {labels[r]: Match(prints[c].name, round(float(s[r, c]), 4)) for r, c in pairs}
 
 
 def merge_groups(
