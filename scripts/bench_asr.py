@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_words import edit_distance, norm  # noqa: E402
 
 from whispdiar import models  # noqa: E402
-from whispdiar.audio import info  # noqa: E402
-from whispdiar.transcription import Transcriber  # noqa: E402
-from whispdiar.vad import SileroVad  # noqa: E402
+from whispdiar.asr.vad import SileroVad  # noqa: E402
+from whispdiar.asr.whisper import Transcriber
+from whispdiar.audio.read import info  # noqa: E402
 
 
 def reference_words(path: Path) -> list[str]:

@@ -78,7 +78,7 @@ def ab(files: list[Path], baseline: Path, runs: int, threads: int) -> None:
 
 def cluster_timing(n: int, cache: Path | None) -> None:
     sys.path.insert(0, str(ROOT))
-    from whispdiar.clustering import l2_normalize, spectral_cluster_embeddings
+    from whispdiar.diarization.clustering import l2_normalize, spectral_cluster_embeddings
 
     rng = np.random.default_rng(0)
     if cache is not None:

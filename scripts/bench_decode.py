@@ -77,7 +77,8 @@ def to_flac(wav: Path, out: Path) -> float:
 
 def decode_seconds(path: Path, route: str, repeat: int) -> tuple[float, float]:
     """(best seconds, decoded audio seconds) to read ``path`` to 16 kHz mono via ``route``."""
-    from whispdiar import audio, decode
+    from whispdiar.audio import decode
+    from whispdiar.audio import read as audio
 
     def run() -> int:
         if route == "pyav":

@@ -7,7 +7,7 @@ system, every file is diarized in a fresh subprocess, so the reported peak RSS
 Wall time is the diarization call alone (model loading is reported separately).
 
 Systems:
-  ours            whispdiar.diarization.Diarizer, no speaker-count hint
+  ours            whispdiar.diarization.diarizer.Diarizer, no speaker-count hint
   ours-oracle     the same, told the true number of speakers
   sherpa          sherpa-onnx OfflineSpeakerDiarization, default clustering threshold
   sherpa-oracle   sherpa-onnx told the true number of speakers
@@ -63,7 +63,7 @@ def worker(args: argparse.Namespace) -> None:
     """Diarize one file with one system; print one JSON line."""
     t0 = time.perf_counter()
     if args.worker.startswith("ours"):
-        from whispdiar.diarization import DiarizationConfig, Diarizer
+        from whispdiar.diarization.diarizer import DiarizationConfig, Diarizer
 
         cfg = DiarizationConfig(**json.loads(args.config)) if args.config else None
         d = Diarizer(args.segmentation, args.embedding, threads=args.threads, config=cfg)
@@ -157,7 +157,7 @@ class SystemResult:
 def read_references(folder: Path) -> tuple[dict, dict]:
     from pyannote.core import Annotation, Segment, Timeline
 
-    from whispdiar.rttm import parse_rttm
+    from whispdiar.outputs.rttm import parse_rttm
 
     refs: dict[str, Annotation] = {}
     for f in sorted(folder.glob("*.rttm")):

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from whispdiar.outputs.writers import EXTENSIONS, render  # noqa: E402
 from whispdiar.pipeline import Pipeline  # noqa: E402
-from whispdiar.writers import EXTENSIONS, render  # noqa: E402
 
 VARIANTS = [("json", True), ("json", False), ("json-compact", True), ("json-compact", False), ("txt", True)]
 

@@ -144,8 +144,8 @@ def named_live(lines: list[tuple[float, str]], rttm: Path, enrolled: dict[str, s
 def instant_on_60_minutes() -> float:
     from whispdiar.live.events import LiveUtterance
     from whispdiar.live.finalize import build_result, recluster
+    from whispdiar.outputs.writers import render
     from whispdiar.records import Word
-    from whispdiar.writers import render
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(4, 192))

@@ -4,11 +4,11 @@ Builds a long 16 kHz mono 16-bit WAV on disk from real speech (AMI meeting excer
 LibriSpeech utterances, looped with random gain, speed and order so no two minutes are
 identical), then measures, each in a fresh child process:
 
-  loader      whispdiar.audio.stream() over the whole file (should be flat, ~tens of MB)
+  loader      whispdiar.audio.read.stream() over the whole file (should be flat, ~tens of MB)
   diarize     whispdiar diarize -f rttm
   transcribe  whispdiar transcribe --model tiny.en -f json   (when the command exists)
-  asr-lib     whispdiar.transcription.Transcriber (tiny.en + Silero VAD) called directly
-  diarize-lib whispdiar.diarization.Diarizer called directly (--embedding FILE if not installed)
+  asr-lib     whispdiar.asr.whisper.Transcriber (tiny.en + Silero VAD) called directly
+  diarize-lib whispdiar.diarization.diarizer.Diarizer called directly (--embedding FILE if not installed)
 
 Peak RSS is the kernel's high-water mark of the child (getrusage RUSAGE_CHILDREN, read in
 a one-child wrapper), cross-checked by polling with psutil. The WAV is deleted afterwards
@@ -55,10 +55,10 @@ LOADER = (
 ASR_LIB = (
     "import sys\n"
     "from whispdiar import models\n"
-    "from whispdiar.transcription import Transcriber\n"
+    "from whispdiar.asr.whisper import Transcriber\n"
     "vad = None\n"
     "try:\n"
-    "    from whispdiar.vad import SileroVad\n"
+    "    from whispdiar.asr.vad import SileroVad\n"
     "    vad = SileroVad(models.resolve('silero-vad'))\n"
     "except Exception as e:\n"
     "    print('no VAD:', e, file=sys.stderr)\n"
@@ -72,7 +72,7 @@ ASR_LIB = (
 DIAR_LIB = (
     "import sys\n"
     "from whispdiar import models\n"
-    "from whispdiar.diarization import Diarizer\n"
+    "from whispdiar.diarization.diarizer import Diarizer\n"
     "emb = sys.argv[2] if sys.argv[2] != '-' else models.resolve('campplus')\n"
     "d = Diarizer(models.resolve('segmentation-3.0'), emb, threads=int(sys.argv[3]))\n"
     "r = d(sys.argv[1])\n"

@@ -52,10 +52,11 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from whispdiar.audio import load  # noqa: E402
-from whispdiar.diarization import Diarizer  # noqa: E402
+from whispdiar.audio.read import load  # noqa: E402
+from whispdiar.diarization.diarizer import Diarizer  # noqa: E402
 from whispdiar.errors import VoiceprintError  # noqa: E402
-from whispdiar.naming import (  # noqa: E402
+from whispdiar.records import Turn  # noqa: E402
+from whispdiar.speakers.naming import (  # noqa: E402
     DEFAULT_MEMBER_MEDIAN,
     DEFAULT_MERGE_THRESHOLD,
     DEFAULT_THRESHOLD,
@@ -66,8 +67,7 @@ from whispdiar.naming import (  # noqa: E402
     similarities,
     steer_clustering,
 )
-from whispdiar.records import Turn  # noqa: E402
-from whispdiar.voiceprints import (  # noqa: E402
+from whispdiar.speakers.store import (  # noqa: E402
     VoiceprintNamer,
     VoiceprintStore,
     embed_speech,
@@ -204,8 +204,8 @@ def ami_trials(diarizer: Diarizer, folder: Path) -> tuple[list[float], list[floa
 
     AMI participants recur across the clips: same id = target, other id = impostor.
     """
-    from whispdiar import audio
-    from whispdiar.rttm import parse_rttm
+    from whispdiar.audio import read as audio
+    from whispdiar.outputs.rttm import parse_rttm
 
     by_uri = parse_rttm((folder / "train.rttm").read_text())
     prints: list[tuple[str, str, np.ndarray]] = []
@@ -312,7 +312,7 @@ def main() -> None:
     model_id = embedding_model_id(diarizer)
 
     # ---- split utterances: enrollment vs meeting material
-    from whispdiar.vad import SileroVad
+    from whispdiar.asr.vad import SileroVad
 
     vad = SileroVad(mm.default_vad(), threads=1)  # the meetings' reference turns are Silero speech
     readers = sorted(p for p in args.source.iterdir() if p.is_dir())
@@ -403,7 +403,7 @@ def main() -> None:
             # --min-speakers hint), so one person is split in two: what the merge rule is for.
             hint = len(m.speakers) + 1 if variant.startswith("split") else None
             cfg = diarizer.config
-            knob = "threshold" if cfg.clustering == "ahc" else "merge_cosine"
+            knob = "merge_cosine"
             saved = getattr(cfg, knob)
             if variant.startswith("tight"):  # a stricter clustering cut than the shipped default
                 setattr(cfg, knob, args.tight_threshold)
@@ -469,9 +469,7 @@ def main() -> None:
         "threshold": args.threshold,
         "member_median": args.member_median,
         "merge_threshold": args.merge_threshold,
-        "cluster_threshold": (diarizer.config.threshold if diarizer.config.clustering == "ahc"
-                              else diarizer.config.merge_cosine),
-        "clustering": diarizer.config.clustering,
+        "cluster_threshold": diarizer.config.merge_cosine,
         "tight_threshold": args.tight_threshold,
         "enroll": enroll_rows,
         "enroll_seconds_total": enroll_time,
@@ -532,7 +530,7 @@ def crowd_series(args: argparse.Namespace) -> None:
     steered by the voiceprints as the namer does, then named with the member rule
     (--member-median) and without it. Scored on the reference's single-speaker time.
     """
-    from whispdiar.rttm import parse_rttm
+    from whispdiar.outputs.rttm import parse_rttm
 
     spec = importlib.util.spec_from_file_location("tune_diarization", ROOT / "scripts" / "tune_diarization.py")
     tune = importlib.util.module_from_spec(spec)
@@ -669,9 +667,9 @@ def memory_series(args: argparse.Namespace) -> None:
     reference majority it is, the first time that happens; scored on its speech in the
     later recordings (reference single-speaker time, 10 ms frames).
     """
-    from whispdiar.confidence import speaker_confidence
+    from whispdiar.asr.vad import SileroVad
+    from whispdiar.diarization.confidence import speaker_confidence
     from whispdiar.speakers import memory
-    from whispdiar.vad import SileroVad
 
     seg = args.segmentation or default_model("segmentation-3.0", "segmentation-3.0.onnx")
     emb = args.embedding or default_model("campplus", "campplus_cn_en_common.onnx")

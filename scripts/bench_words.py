@@ -48,10 +48,10 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from whispdiar.alignment import AlignConfig, align  # noqa: E402
+from whispdiar.asr.vad import SileroVad, speech_regions  # noqa: E402
+from whispdiar.asr.whisper import Transcriber
+from whispdiar.outputs.rttm import parse_rttm  # noqa: E402
 from whispdiar.records import Segment, Turn, Word  # noqa: E402
-from whispdiar.rttm import parse_rttm  # noqa: E402
-from whispdiar.transcription import Transcriber  # noqa: E402
-from whispdiar.vad import SileroVad, speech_regions  # noqa: E402
 
 SR = 16000
 
@@ -255,8 +255,8 @@ def bench_speed(args: argparse.Namespace) -> dict:
     """Wall and CPU time of ASR alone, diarization alone and the parallel pipeline."""
     import os
 
-    from whispdiar.audio import info
-    from whispdiar.diarization import Diarizer
+    from whispdiar.audio.read import info
+    from whispdiar.diarization.diarizer import Diarizer
     from whispdiar.pipeline import Pipeline, split_threads
 
     wav, dur = args.speed, info(args.speed).duration
@@ -349,7 +349,7 @@ def main() -> None:
 
     diarizer = None
     if args.diarize:
-        from whispdiar.diarization import Diarizer
+        from whispdiar.diarization.diarizer import Diarizer
 
         diarizer = Diarizer(args.diarize[0], args.diarize[1], threads=args.threads)
 

@@ -13,8 +13,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-NEEDED = ("whispdiar/manifest.json", "whispdiar/export_campplus.py", "whispdiar/__main__.py",
-          "whispdiar/convert_whisper.py")
+NEEDED = ("whispdiar/manifest.json", "whispdiar/diarization/export_campplus.py", "whispdiar/__main__.py",
+          "whispdiar/asr/convert.py")
 NOT_IN_WHEEL = ("tests/", "scripts/", "docs/")
 
 

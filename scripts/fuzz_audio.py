@@ -89,7 +89,7 @@ def check_one(data: bytes, ext: str, workdir: Path) -> None:
 
 
 def _exercise(p: Path) -> None:
-    from whispdiar import audio
+    from whispdiar.audio import read as audio
     from whispdiar.errors import WhispdiarError
 
     try:

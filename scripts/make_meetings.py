@@ -27,8 +27,8 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from whispdiar.outputs.rttm import format_rttm  # noqa: E402
 from whispdiar.records import Turn  # noqa: E402
-from whispdiar.rttm import format_rttm  # noqa: E402
 
 SR = 16000
 DEFAULT_SOURCE = Path("/work/shared/data/librispeech")
@@ -42,7 +42,7 @@ class Voice:
 
 
 def load_voices(root: Path, vad_model: Path) -> list[Voice]:
-    from whispdiar.vad import SileroVad
+    from whispdiar.asr.vad import SileroVad
 
     vad = SileroVad(vad_model, threads=1)
     voices = []

@@ -39,7 +39,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from whispdiar.diarization import Analysis, DiarizationConfig, Diarizer  # noqa: E402
+from whispdiar.diarization.diarizer import Analysis, DiarizationConfig, Diarizer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_diarization import read_references  # noqa: E402  (the same RTTM/UEM reading)
@@ -143,7 +143,7 @@ def hypothesis(item: Item, config: DiarizationConfig, oracle: bool = False):
 
 def reference_frames(item: Item) -> np.ndarray:
     """[F, S] bool: which reference speakers talk at each segmentation frame."""
-    from whispdiar.segmentation import frame_center
+    from whispdiar.diarization.segmentation import frame_center
 
     labels = sorted(item.ref.labels())
     t = frame_center(np.arange(len(item.analysis.count_mean)))
@@ -161,7 +161,7 @@ def bound_hypothesis(item: Item, config: DiarizationConfig, count: bool):
     speaker covers, and local speakers that run across a change of voice."""
     from pyannote.core import Annotation, Segment
 
-    from whispdiar.diarization import _top_speakers, _turns, _vote_weights, _votes, speaker_count
+    from whispdiar.diarization.diarizer import _top_speakers, _turns, _vote_weights, _votes, speaker_count
 
     a = item.analysis
     ref = reference_frames(item)
@@ -176,7 +176,7 @@ def bound_hypothesis(item: Item, config: DiarizationConfig, count: bool):
                 hard[w, j] = int(np.argmax(cover[j]))
     k = max(1, ref.shape[1])
     votes = _votes(a.start_frames, a.segmentations, hard, frames, k,
-                   _vote_weights(config.centre_weighting, config.vote_edge_weight))
+                   _vote_weights(config.vote_edge_weight))
     n_active = ref.sum(axis=1) if count else speaker_count(a.count_mean, config.count_threshold)
     active = _top_speakers(votes, n_active.astype(np.int64))
     hyp = Annotation(uri=item.uri)
@@ -260,7 +260,7 @@ def speaker_rows(items: list[Item], config: DiarizationConfig) -> list[tuple[str
     """(set, separation, log speech, label) per hypothesised speaker. Label 1 when the
     speaker's most-overlapping reference speaker was not already taken by a hypothesised
     speaker with more speech (speakers visited largest first), and the overlap is > 0."""
-    from whispdiar.confidence import features
+    from whispdiar.diarization.confidence import features
 
     rows = []
     for it in items:

@@ -35,11 +35,12 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from tune_live import cut_stream  # noqa: E402
 
 from whispdiar import models  # noqa: E402
-from whispdiar.audio import load  # noqa: E402
+from whispdiar.asr.chunks import MAX_CHUNK_SECONDS  # noqa: E402
+from whispdiar.asr.vad import SileroVad  # noqa: E402
+from whispdiar.asr.whisper import Transcriber  # noqa: E402
+from whispdiar.audio.read import load  # noqa: E402
 from whispdiar.live.session import LANGUAGE_HEARD, LANGUAGE_SURE  # noqa: E402
 from whispdiar.live.utterances import Endpointer  # noqa: E402
-from whispdiar.transcription import MAX_CHUNK_SECONDS, Transcriber  # noqa: E402
-from whispdiar.vad import SileroVad  # noqa: E402
 
 TRACE_SECONDS = 40.0  # no rule looks further; later lines are in the kept language
 

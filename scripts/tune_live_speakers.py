@@ -39,14 +39,14 @@ from bench_live import agreement  # noqa: E402
 from tune_live import cut_stream, files_of  # noqa: E402
 
 from whispdiar import models  # noqa: E402
-from whispdiar.audio import SAMPLE_RATE, load  # noqa: E402
-from whispdiar.embedding import SpeakerEmbedder  # noqa: E402
+from whispdiar.asr.vad import SileroVad  # noqa: E402
+from whispdiar.audio.read import SAMPLE_RATE, load  # noqa: E402
+from whispdiar.diarization.embedding import SpeakerEmbedder  # noqa: E402
+from whispdiar.diarization.segmentation import Segmenter  # noqa: E402
 from whispdiar.live.online_speakers import OnlineSpeakers  # noqa: E402
 from whispdiar.live.session import utterance_embedding  # noqa: E402
 from whispdiar.live.turns import change_points, split_at_changes  # noqa: E402
 from whispdiar.live.utterances import EndpointConfig, Endpointer  # noqa: E402
-from whispdiar.segmentation import Segmenter  # noqa: E402
-from whispdiar.vad import SileroVad  # noqa: E402
 
 
 class Engines:
@@ -69,7 +69,7 @@ class Engines:
 
     def refined(self, wav: Path) -> list[dict]:
         if self._diarizer is None:
-            from whispdiar.diarization import Diarizer
+            from whispdiar.diarization.diarizer import Diarizer
             self._diarizer = Diarizer(models.resolve("segmentation-3.0"), models.resolve("campplus"), threads=2)
         r = self._diarizer(wav)
         return [{"start": t.start, "end": t.end, "speaker": t.speaker} for t in r.turns]

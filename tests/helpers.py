@@ -90,7 +90,7 @@ def streamed_peak(path: Path) -> tuple[int, int]:
     """(samples, peak bytes traced by tracemalloc) of reading ``path`` through audio.stream."""
     import tracemalloc
 
-    from whispdiar import audio
+    from whispdiar.audio import read as audio
 
     tracemalloc.start()
     try:

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 from helpers import streamed_peak
 
-from whispdiar import audio
+from whispdiar.audio import read as audio
 from whispdiar.errors import (
     CorruptAudio,
     EmptyInput,

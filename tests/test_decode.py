@@ -33,7 +33,8 @@ import soundfile as sf
 from helpers import encode as pyav_encode
 from helpers import streamed_peak, video_only
 
-from whispdiar import audio, decode
+from whispdiar.audio import decode
+from whispdiar.audio import read as audio
 from whispdiar.errors import CorruptAudio, NoAudio, UnsupportedCodec, UsageError, WhispdiarError
 
 SR = audio.SAMPLE_RATE

@@ -20,12 +20,12 @@ import pytest
 import soundfile as sf
 from helpers import models_installed
 
-from whispdiar import audio
+from whispdiar.asr.vad import SileroVad
+from whispdiar.audio import read as audio
 from whispdiar.live import Final, Finished, LiveConfig, LiveEngines, LiveSession, SpeakerUpdate
 from whispdiar.live.finalize import build_result, changed, cluster_utterances, recluster
 from whispdiar.live.run import clock
 from whispdiar.live.utterances import EndpointConfig, Endpointer
-from whispdiar.vad import SileroVad
 
 DATA = Path(__file__).parent / "data"
 CLI = [sys.executable, "-m", "whispdiar"]
@@ -93,8 +93,8 @@ def test_endpointer_cuts_at_a_change_of_voice_without_a_pause(vad_model_path: Pa
     """Two readers back to back with no endpoint pause: with segmentation-3.0's change points the
     first reader's utterance closes near the change, before the 6-s cut would, and while
     the second still speaks (not at flush)."""
+    from whispdiar.diarization.segmentation import Segmenter
     from whispdiar.live.turns import change_points
-    from whispdiar.segmentation import Segmenter
 
     a = _load("ls-1998-15444-0001.flac")[: 4 * 16000]
     b = _load("ls-2033-164914-0003.flac")[: 5 * 16000]
@@ -175,7 +175,7 @@ def test_language_is_detected_over_the_speech_heard(whisper_base_path: Path, eng
     """A multilingual model with no language given: whisper's guess with its probability
     (one encoder pass), English-only models have none; a live session decodes German
     speech as German."""
-    from whispdiar.transcription import Transcriber
+    from whispdiar.asr.whisper import Transcriber
 
     with Transcriber(whisper_base_path, threads=2, lanes=1) as tr:
         code, p = tr.detect_language(_load("jfk.wav"))
@@ -248,7 +248,7 @@ def test_end_while_embedding(engines: LiveEngines) -> None:
 
 
 def test_cluster_utterances_two_voices(engines: LiveEngines) -> None:
-    from whispdiar.embedding import fbank
+    from whispdiar.diarization.embedding import fbank
 
     embs, who = [], []
     for f in sorted(DATA.glob("ls-*.flac")):
@@ -434,7 +434,7 @@ def test_anonymous_speaker_is_recognised_once_its_voice_is_clear() -> None:
     centroid holds enough speech and matches the enrolled voice, it takes the name (the
     event says what it was), and "Speaker 1" is not given to anyone else."""
     from whispdiar.live.online_speakers import OnlineSpeakers
-    from whispdiar.naming import Voiceprint
+    from whispdiar.speakers.naming import Voiceprint
 
     rng = np.random.default_rng(3)
     jan, other = rng.normal(size=192), rng.normal(size=192)

@@ -133,10 +133,16 @@ def test_the_whole_family_is_in_the_registry_with_published_checksums(monkeypatc
         assert spec.file == f"ggml-{name}.bin"
         assert re.fullmatch(r"[0-9a-f]{40}", official.sha1 or "") and official.size and official.size > 30e6
     assert specs["small"].sources[0].sha1 == "55356645c2b361a969dfd0ef2c5a50d530afd8d5"  # whisper.cpp README
-    # The registry-package fallbacks stay, after the official file; only the two defaults have one.
+    # The registry-package fallbacks stay, after the official file: the two defaults, and
+    # base quantized (from the installed base, or the same packages) like whisper.cpp's tool.
     for name in ("base", "tiny.en"):
         assert [s.kind for s in specs[name].sources] == ["url", "pypi"] and specs[name].default
-    assert {n for n, s in family.items() if len(s.sources) > 1} == {"base", "tiny.en"}
+    for name in ("base-q8_0", "base-q5_1"):
+        assert [s.kind for s in specs[name].sources] == ["url", "model", "pypi"] and not specs[name].default
+        assert {s.quantize for s in specs[name].sources[1:]} == {name[-4:]} and specs[name].family
+        assert specs[name].sources[1].sha256 == specs[name].sources[2].sha256
+        assert specs[name].sources[0].size == specs[name].sources[2].size  # the official file's size
+    assert {n for n, s in family.items() if len(s.sources) > 1} == {"base", "tiny.en", "base-q8_0", "base-q5_1"}
     assert not specs["small"].default and specs["small"].family and not specs["base"].family
     monkeypatch.setenv(models.BASE_URL_ENV, "http://mirror.example/whisper/")
     assert models.get("large-v3").sources[0].url == "http://mirror.example/whisper/ggml-large-v3.bin"

@@ -140,6 +140,55 @@ def test_stamp_names_the_source_actually_used(embedding_model_path: Path, tmp_pa
     assert models.verify(spec, full=True) == f"{hub.name} or {pypi.name}"
 
 
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(models.BASE_URL_ENV, "http://127.0.0.1:9/")  # the official file: unreachable
+    monkeypatch.setenv("WHISPDIAR_PYPI_INDEX", "http://127.0.0.1:9/simple")
+
+
+@pytest.mark.slow
+def test_quantized_base_is_made_from_the_installed_conversion(whisper_base_path: Path, home: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # base-q8_0 / base-q5_1 without a download: the installed base quantized here, to the
+    # bytes the manifest pins (the same as the PyPI packages' conversion gives).
+    _no_network(monkeypatch)
+    base = models.get("base")
+    base.path.parent.mkdir(parents=True)
+    base.path.symlink_to(whisper_base_path)  # read-only use of the installed model
+    registry_conversion = models.verify(base, full=True) == base.sources[1].name
+    for name in ("base-q8_0", "base-q5_1"):
+        spec = models.get(name)
+        if not registry_conversion:  # an official download has other bytes: only the packages fit
+            with pytest.raises(FetchError, match="not the registry's conversion"):
+                models.fetch(name)
+            continue
+        res = models.fetch(name)
+        assert res.fetched and res.source == spec.sources[1].name
+        assert models.verify(spec, full=True) == spec.sources[1].name and spec.path.stat().st_size == spec.size
+        from whispdiar.asr.ggml import read_header
+
+        assert read_header(spec.path).label == name
+    if registry_conversion:
+        rows = CliRunner().invoke(app, ["models", "list"]).stdout.splitlines()
+        assert {r.split("\t")[0] for r in rows} >= {"base-q8_0", "base-q5_1"}  # installed: listed
+
+
+def test_quantized_base_needs_the_registry_conversion_of_base(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_network(monkeypatch)
+    base = models.get("base")
+    base.path.parent.mkdir(parents=True)
+    base.path.write_bytes(b"ggml" + bytes(100))
+    models._write_stamp(base.path, "0" * 64, "0" * 40, "copied by hand")
+    with pytest.raises(FetchError) as exc:
+        models.fetch("base-q5_1")
+    msg = str(exc.value)
+    assert "not the registry's conversion (it came from copied by hand)" in msg
+    assert all(s.name in msg for s in models.get("base-q5_1").sources)
+    assert sorted(p.name for p in base.path.parent.iterdir()) == ["ggml-base.bin", "ggml-base.bin.verified.json"]
+    base.path.unlink()
+    with pytest.raises(FetchError, match="model 'base' is not installed"):
+        models.fetch("base-q8_0")
+
+
 def test_segmentation_onnx_signature(segmentation_model_path: Path) -> None:
     sess = ort.InferenceSession(str(segmentation_model_path), providers=["CPUExecutionProvider"])
     (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
@@ -170,8 +219,8 @@ def test_converted_tiny_en_transcribes_jfk(whisper_tiny_en_path: Path, data_dir:
 
 
 def test_campplus_separates_two_librispeech_speakers(embedding_model_path: Path, data_dir: Path) -> None:
-    from whispdiar import audio
-    from whispdiar.embedding import SpeakerEmbedder, cosine
+    from whispdiar.audio import read as audio
+    from whispdiar.diarization.embedding import SpeakerEmbedder, cosine
 
     emb = SpeakerEmbedder(embedding_model_path, threads=2)
     a1, a2 = (emb.embed(audio.load(data_dir / f"ls-1998-15444-000{i}.flac")) for i in (1, 3))

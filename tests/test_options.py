@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from whispdiar.errors import UsageError
+from whispdiar.outputs.writers import CueLimits, make_cues, render
 from whispdiar.records import Result, Segment, Speaker, Turn, Word
 from whispdiar.spans import Span, clip_span, make_span, parse_time, shift_result
-from whispdiar.writers import CueLimits, make_cues, render
 
 CLI = [sys.executable, "-m", "whispdiar.cli"]
 TIME = r"(\d{2}):(\d{2}):(\d{2})[,.](\d{3})"
@@ -100,7 +100,7 @@ def test_span_file_is_the_part_and_a_cancel_leaves_nothing(data_dir: Path, tmp_p
 
     import numpy as np
 
-    from whispdiar import audio
+    from whispdiar.audio import read as audio
     from whispdiar.cancel import Cancelled
     from whispdiar.spans import span_to_tempfile
 
@@ -264,14 +264,14 @@ def test_cli_refuses_a_start_past_the_end_of_the_file(data_dir: Path):
 
 @pytest.fixture(scope="module")
 def vad(vad_model_path: Path):
-    from whispdiar.vad import SileroVad
+    from whispdiar.asr.vad import SileroVad
 
     return SileroVad(vad_model_path, threads=1)
 
 
 @pytest.fixture(scope="module")
 def tiny(whisper_tiny_en_path: Path, vad):
-    from whispdiar.transcription import Transcriber
+    from whispdiar.asr.whisper import Transcriber
 
     with Transcriber(whisper_tiny_en_path, threads=2, vad=vad, lanes=1) as t:
         yield t
@@ -351,7 +351,7 @@ def test_beam_search_reaches_whisper(tiny, whisper_tiny_en_path: Path, vad, data
     one token at a time ("decode"). (Beam texts are not asserted: with 2 threads they
     vary from run to run in whisper.cpp 1.8.5; greedy ones do not. One thread here: two
     spin-waiting threads made this 3x slower on a busy machine.)"""
-    from whispdiar.transcription import Transcriber
+    from whispdiar.asr.whisper import Transcriber
 
     clip = data_dir / "ls-1998-15444-0006.flac"
     whisper_counters(tiny)
@@ -379,7 +379,7 @@ def test_beam_search_reaches_whisper(tiny, whisper_tiny_en_path: Path, vad, data
 def test_translate_gives_english(whisper_base_path: Path, vad, data_dir: Path):
     """German speech (reference: "Der hinter diesem Portal liegende Raum wurde als
     Leichenhalle genutzt", "the room behind this portal was used as a morgue")."""
-    from whispdiar.transcription import Transcriber
+    from whispdiar.asr.whisper import Transcriber
 
     with Transcriber(whisper_base_path, threads=2, vad=vad, lanes=1) as t:
         tr = t.transcribe(data_dir / "de-leopard.flac", translate=True)

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from whispdiar.naming import speaker_records
+from whispdiar.outputs.rttm import parse_rttm
+from whispdiar.outputs.writers import FORMATS, render
 from whispdiar.records import Segment, Turn, Word
-from whispdiar.rttm import parse_rttm
-from whispdiar.writers import FORMATS, render
+from whispdiar.speakers.naming import speaker_records
 
 
 def test_split_threads():
@@ -26,7 +26,7 @@ def test_split_threads():
 
 
 def test_speaker_confidence_says_whether_a_speaker_is_a_distinct_voice():
-    from whispdiar.confidence import speaker_confidence
+    from whispdiar.diarization.confidence import speaker_confidence
     from whispdiar.records import Turn
 
     e = np.eye(4)

@@ -3,7 +3,7 @@
 - random bytes given as audio never crash: the loader returns audio or a WhispdiarError
 - any PCM signal at any rate/channel count decodes to the expected 16 kHz length
 - RTTM output round-trips for any set of turns
-- alignment/writers (when whispdiar.alignment / whispdiar.writers exist): every timed word
+- alignment/writers (when whispdiar.alignment / whispdiar.outputs.writers exist): every timed word
   gets at most one speaker, cues are monotonic and non-overlapping, SRT/VTT are valid
 """
 
@@ -21,10 +21,10 @@ import soundfile as sf
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from whispdiar import audio
+from whispdiar.audio import read as audio
 from whispdiar.errors import NoAudio, WhispdiarError
+from whispdiar.outputs.rttm import format_rttm, parse_rttm
 from whispdiar.records import Turn
-from whispdiar.rttm import format_rttm, parse_rttm
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -302,7 +302,7 @@ def test_alignment_clear_words_get_their_turns_speaker(segments: list, turns: li
 
 # --------------------------------------------------------------------------- writers
 def _writers():  # noqa: ANN202
-    return pytest.importorskip("whispdiar.writers", reason="whispdiar/writers.py not written yet")
+    return pytest.importorskip("whispdiar.outputs.writers", reason="whispdiar/outputs/writers.py not written yet")
 
 
 tricky_text = st.text(st.sampled_from(list("ab cdéż你 ,.?!<>&-\n\t'\"")) , max_size=30)

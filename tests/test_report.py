@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from helpers import models_installed
 
+from whispdiar.outputs.report import PALETTE, audio_reference, embed_audio, render_html
+from whispdiar.outputs.writers import HtmlWriter
 from whispdiar.records import Result, Segment, Speaker, Turn, Word
-from whispdiar.report import PALETTE, audio_reference, embed_audio, render_html
-from whispdiar.writers import HtmlWriter
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 CLI = [sys.executable, "-m", "whispdiar.cli"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from whispdiar.outputs.rttm import format_rttm, parse_rttm
 from whispdiar.records import Turn
-from whispdiar.rttm import format_rttm, parse_rttm
 
 
 def test_round_trip():

@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from whispdiar import audio
-from whispdiar.rttm import parse_rttm
-from whispdiar.segmentation import (
+from whispdiar.audio import read as audio
+from whispdiar.diarization.segmentation import (
     FRAME_STEP_SAMPLES,
     NUM_FRAMES,
     WINDOW_SAMPLES,
@@ -20,6 +19,7 @@ from whispdiar.segmentation import (
     sliding_windows,
     step_to_samples,
 )
+from whispdiar.outputs.rttm import parse_rttm
 
 
 @pytest.mark.parametrize("n", [1, 1000, WINDOW_SAMPLES - 1, WINDOW_SAMPLES, WINDOW_SAMPLES + 1, 37 * 16000])

@@ -69,7 +69,8 @@ def test_signal_exit_codes_without_models(tmp_path: Path, sig: int, code: int) -
 
 _HOLD_STDERR = """
 import os, signal, threading, time
-from whispdiar import audio, signals
+from whispdiar import signals
+from whispdiar.audio import read as audio
 signals.install()
 held = threading.Event()
 def open_audio():  # what a reader thread does around every soundfile open

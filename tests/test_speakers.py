@@ -21,19 +21,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from whispdiar.clustering import l2_normalize
-from whispdiar.confidence import speaker_confidence
-from whispdiar.diarization import Diarization, Diarizer
+from whispdiar.diarization.clustering import l2_normalize
+from whispdiar.diarization.confidence import speaker_confidence
+from whispdiar.diarization.diarizer import Diarization, Diarizer
 from whispdiar.errors import UsageError, VoiceprintError
-from whispdiar.naming import speaker_records
+from whispdiar.outputs.rttm import format_rttm
+from whispdiar.outputs.writers import JsonWriter
 from whispdiar.records import Result, Turn
-from whispdiar.rttm import format_rttm
 from whispdiar.speakers import memory
 from whispdiar.speakers.from_result import enroll_from_result, load_result
+from whispdiar.speakers.naming import speaker_records
 from whispdiar.speakers.source import fingerprint
 from whispdiar.speakers.spans import solo_spans
-from whispdiar.voiceprints import MIGRATIONS, NotEnoughSpeech, VoiceprintNamer, VoiceprintStore, embedding_model_id
-from whispdiar.writers import JsonWriter
+from whispdiar.speakers.store import MIGRATIONS, NotEnoughSpeech, VoiceprintNamer, VoiceprintStore, embedding_model_id
 
 DATA = Path(__file__).resolve().parent / "data"
 JAN = [DATA / "ls-1998-15444-0001.flac", DATA / "ls-1998-15444-0003.flac"]  # reader 1998
@@ -471,11 +471,11 @@ CONCURRENT = """
 import sys
 import numpy as np
 from datetime import UTC, datetime
-from whispdiar.clustering import l2_normalize
-from whispdiar.diarization import Diarization
+from whispdiar.diarization.clustering import l2_normalize
+from whispdiar.diarization.diarizer import Diarization
 from whispdiar.records import Turn
 from whispdiar.speakers import memory
-from whispdiar.voiceprints import VoiceprintStore
+from whispdiar.speakers.store import VoiceprintStore
 
 rng = np.random.default_rng(int(sys.argv[2]))
 for i in range(3):

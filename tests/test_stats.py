@@ -1,4 +1,4 @@
-"""Talk-time statistics (whispdiar/stats.py) on hand-built results whose numbers are known exactly."""
+"""Talk-time statistics (whispdiar/outputs/stats.py) on hand-built results whose numbers are known exactly."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pytest
 from helpers import models_installed
 
 from whispdiar.errors import UsageError
+from whispdiar.intervals import intersect, union
+from whispdiar.outputs.stats import talk_time
+from whispdiar.outputs.writers import render
 from whispdiar.records import Result, Segment, Speaker, Turn, Word
-from whispdiar.stats import intersect, talk_time, union
-from whispdiar.writers import render
 
 
 def meeting() -> Result:

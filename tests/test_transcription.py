@@ -12,23 +12,21 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from whispdiar.errors import ModelError, UsageError
-from whispdiar.records import Segment, Word
-from whispdiar.transcription import (
-    Chunk,
-    ChunkPlanner,
-    Piece,
+from whispdiar.asr.chunks import Chunk, ChunkPlanner, Piece
+from whispdiar.asr.vad import FRAME_SECONDS, SpeechRegion, speech_regions
+from whispdiar.asr.whisper import read_header
+from whispdiar.asr.words import (
     RawSegment,
     Token,
     chunk_segments,
     estimate_lag,
-    read_header,
     refine_word_times,
     speech_mask,
     speech_onsets,
     tokens_to_words,
 )
-from whispdiar.vad import FRAME_SECONDS, SpeechRegion, speech_regions
+from whispdiar.errors import ModelError, UsageError
+from whispdiar.records import Segment, Word
 
 # ----------------------------------------------------------------------------- chunk plan
 
@@ -271,8 +269,8 @@ def _norm(s: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tiny(whisper_tiny_en_path, vad_model_path):
-    from whispdiar.transcription import Transcriber
-    from whispdiar.vad import SileroVad
+    from whispdiar.asr.vad import SileroVad
+    from whispdiar.asr.whisper import Transcriber
 
     with Transcriber(whisper_tiny_en_path, threads=2, vad=SileroVad(vad_model_path)) as tr:
         yield tr
@@ -324,7 +322,7 @@ def test_silence_gives_no_segments(tiny, tmp_path: Path):
 def test_cancel_between_chunks(tiny, data_dir: Path):
     import threading
 
-    from whispdiar.transcription import Cancelled
+    from whispdiar.asr.whisper import Cancelled
 
     ev = threading.Event()
     ev.set()
@@ -339,8 +337,8 @@ def test_two_lanes_decode_chunks_side_by_side(whisper_tiny_en_path, vad_model_pa
     transcript as one lane, in time order."""
     import difflib
 
-    from whispdiar.transcription import Transcriber
-    from whispdiar.vad import SileroVad
+    from whispdiar.asr.vad import SileroVad
+    from whispdiar.asr.whisper import Transcriber
 
     parts = [sf.read(f, dtype="float32")[0] for f in sorted(data_dir.glob("ls-*.flac"))]
     gap = np.zeros(8000, np.float32)
@@ -366,8 +364,8 @@ def test_a_core_handed_back_mid_chunk_starts_the_second_lane_at_once(whisper_tin
     lane must start then, not only when the chunk already running is done."""
     import time
 
-    from whispdiar.transcription import Transcriber
-    from whispdiar.vad import SileroVad
+    from whispdiar.asr.vad import SileroVad
+    from whispdiar.asr.whisper import Transcriber
 
     parts = [sf.read(f, dtype="float32")[0] for f in sorted(data_dir.glob("ls-*.flac"))]
     wav = tmp_path / "ls.wav"

@@ -21,11 +21,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from whispdiar.clustering import Clustering, centroids_of, l2_normalize
-from whispdiar.diarization import Diarizer
-from whispdiar.embedding import model_fingerprint
+from whispdiar.diarization.clustering import Clustering, centroids_of, l2_normalize
+from whispdiar.diarization.diarizer import Diarizer
+from whispdiar.diarization.embedding import model_fingerprint
 from whispdiar.errors import AudioError, InputNotFound, VoiceprintError
-from whispdiar.naming import (
+from whispdiar.records import Turn
+from whispdiar.speakers.naming import (
     DEFAULT_MEMBER_MEDIAN,
     Match,
     Voiceprint,
@@ -39,8 +40,7 @@ from whispdiar.naming import (
     steer_clustering,
     threshold_for,
 )
-from whispdiar.records import Turn
-from whispdiar.voiceprints import (
+from whispdiar.speakers.store import (
     CAMPPLUS_SHA256,
     CAMPPLUS_STEM,
     MIGRATIONS,
@@ -240,7 +240,7 @@ _WORKER = textwrap.dedent(
     import os, sys
     import numpy as np
     sys.path.insert(0, {root!r})
-    from whispdiar.voiceprints import VoiceprintStore
+    from whispdiar.speakers.store import VoiceprintStore
     db, worker, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     rng = np.random.default_rng(worker)
     with VoiceprintStore(db) as store:
@@ -536,7 +536,7 @@ def _enroll_two(db: Path, rng: np.random.Generator, samples: int, seconds: float
 
 
 def test_a_cluster_that_mixes_voices_is_not_named(db: Path) -> None:
-    from whispdiar.diarization import Diarization
+    from whispdiar.diarization.diarizer import Diarization
 
     rng = np.random.default_rng(15)
     truth = _enroll_two(db, rng, samples=4, seconds=12)
@@ -563,7 +563,7 @@ def test_a_cluster_that_mixes_voices_is_not_named(db: Path) -> None:
 
 
 def test_namer_end_to_end_on_synthetic_store(db: Path) -> None:
-    from whispdiar.diarization import Diarization
+    from whispdiar.diarization.diarizer import Diarization
 
     rng = np.random.default_rng(13)
     truth = _enroll_two(db, rng, samples=3, seconds=9)
@@ -734,8 +734,8 @@ _ENROLL_WORKER = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, {root!r})
-    from whispdiar.diarization import Diarizer
-    from whispdiar.voiceprints import VoiceprintStore, enroll
+    from whispdiar.diarization.diarizer import Diarizer
+    from whispdiar.speakers.store import VoiceprintStore, enroll
     db, name, seg, emb, *files = sys.argv[1:]
     diarizer = Diarizer(seg, emb, threads=1)
     with VoiceprintStore(db) as store:
@@ -905,3 +905,18 @@ def test_cli_enroll_span_takes_clock_times(tmp_path: Path, clips: dict[str, Path
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert says in proc.stderr.splitlines()[-1], proc.stderr
     assert _dump(db) == before
+
+
+@pytest.mark.slow
+def test_library_transcribe_names_speakers_from_a_database(enrolled: Path, tmp_path: Path,
+                                                            whisper_tiny_en_path: Path) -> None:
+    # whispdiar.transcribe(speakers_db=...) wires the namer as the CLI does; without it the
+    # same recording's speakers stay anonymous.
+    import whispdiar
+
+    wav = tmp_path / "meeting.wav"
+    _meeting(wav, [JAN_TALK[0], ANNA_TALK[0], JAN_TALK[1], ANNA_TALK[1]])
+    named = whispdiar.transcribe(wav, model=str(whisper_tiny_en_path), speakers_db=enrolled, threads=2)
+    assert sorted(s.name for s in named.speakers) == ["Anna", "Jan"]
+    anonymous = whispdiar.transcribe(wav, model=str(whisper_tiny_en_path), threads=2)
+    assert all(s.name is None or s.name.startswith("Speaker") for s in anonymous.speakers)

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from whispdiar.errors import OutputError, UsageError
+from whispdiar.outputs.rttm import parse_rttm
+from whispdiar.outputs.writers import FORMATS, CueLimits, get_writer, make_cues, render, write_atomic
 from whispdiar.records import Result, Segment, Speaker, Timings, Turn, Word
-from whispdiar.rttm import parse_rttm
-from whispdiar.writers import FORMATS, CueLimits, get_writer, make_cues, render, write_atomic
 
 SRT_TIME = r"\d{2}:\d{2}:\d{2},\d{3}"
 VTT_TIME = r"\d{2}:\d{2}:\d{2}\.\d{3}"

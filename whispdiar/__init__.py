@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .cancel import Cancelled
 from .records import Result, Segment, Speaker, Turn, Word
 
 if TYPE_CHECKING:
-    from .diarization import Diarizer
+    from .diarization.diarizer import Diarizer
     from .pipeline import Pipeline, transcribe
 
-__all__ = ["Diarizer", "Pipeline", "Result", "Segment", "Speaker", "Turn", "Word", "transcribe"]
+__all__ = ["Cancelled", "Diarizer", "Pipeline", "Result", "Segment", "Speaker", "Turn", "Word", "transcribe"]
 
 
 def __getattr__(name: str) -> Any:
@@ -28,7 +29,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(pipeline, name)
     if name == "Diarizer":
-        from .diarization import Diarizer
+        from .diarization.diarizer import Diarizer
 
         return Diarizer
     raise AttributeError(f"module 'whispdiar' has no attribute {name!r}")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from .records import Segment, Turn, Word
 
 # Languages written without spaces between words: join re-cut words without one.
-_NO_SPACE_LANGS = {"zh", "ja", "th", "lo", "km", "my", "yue", "bo"}
+NO_SPACE_LANGUAGES = {"zh", "ja", "th", "lo", "km", "my", "yue", "bo"}
 _SENTENCE_END = (".", "?", "!", "。", "？", "！", "…")
 
 
@@ -219,7 +219,7 @@ def _fill_untimed(words: Sequence[Word], assigned: list[_Assignment], fallback: 
 
 
 def _join(words: Sequence[Word], language: str | None) -> str:
-    sep = "" if language in _NO_SPACE_LANGS else " "
+    sep = "" if language in NO_SPACE_LANGUAGES else " "
     return sep.join(w.text for w in words).strip()
 
 
@@ -241,7 +241,7 @@ def merge_segments(segments: Sequence[Segment], merge_gap: float, language: str 
             and s.speaker == prev.speaker
             and s.start - prev.end <= merge_gap
         ):
-            sep = "" if language in _NO_SPACE_LANGS else " "
+            sep = "" if language in NO_SPACE_LANGUAGES else " "
             out[-1] = Segment(prev.start, max(prev.end, s.end), (prev.text + sep + s.text).strip(),
                               prev.speaker, [*prev.words, *s.words])
         else:

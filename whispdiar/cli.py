@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ from rich.console import Console
 
 from . import models as model_registry
 from .errors import EXIT_PARTIAL, ModelNotInstalled, OutputError, UsageError, WhispdiarError
-from .outputs import OutputPlan, PlannedInput, plan_outputs
+from .outputs.destination import OutputPlan, PlannedInput, plan_outputs
 from .progress import ProgressReporter
 
 if TYPE_CHECKING:
@@ -29,7 +28,8 @@ app = typer.Typer(
     "  whispdiar models fetch\n\n"
     "  whispdiar transcribe meeting.wav\n\n"
     "  whispdiar diarize meeting.wav -f rttm\n\n"
-    "  whispdiar enroll Jan jan-sample.wav",
+    "  whispdiar enroll Jan jan-sample.wav\n\n"
+    "  whispdiar serve",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -181,9 +181,9 @@ Channel = Annotated[int | None, typer.Option("--channel", min=0, help="Use this 
 
 
 def _default_threads() -> int:
-    import os
+    from .batch.job import default_threads
 
-    return max(1, min(os.cpu_count() or 2, 8))
+    return default_threads()
 
 
 ENROLL_MODELS = ["segmentation-3.0", "campplus"]
@@ -302,9 +302,10 @@ def _run_batch(plan: OutputPlan, load: Callable[[], Processor], rep: ProgressRep
     """
     from time import perf_counter
 
-    from . import audio, signals
+    from . import signals
+    from .audio import read as audio
     from .batch.recorder import BatchRecorder  # noqa: F811 - the run-time import of the hint
-    from .outputs import write_outputs
+    from .outputs.destination import write_outputs
 
     record = record or BatchRecorder(None)
     failures: list[tuple[str, WhispdiarError]] = []
@@ -408,11 +409,10 @@ def diarize(
 
       whispdiar diarize a.wav b.wav -f rttm --output-dir out/
     """
-    from .diarization import Diarizer
-    from .embedding import model_fingerprint
-    from .naming import diarization_result
-    from .outputs import DIARIZE_FORMATS, render_turns
-    from .speakers.source import fingerprint
+    from .batch.job import diarize_file
+    from .diarization.diarizer import Diarizer
+    from .diarization.embedding import model_fingerprint
+    from .outputs.destination import DIARIZE_FORMATS, render_turns
 
     try:
         _fetch_missing(["segmentation-3.0", "campplus"], offline, quiet)
@@ -434,15 +434,11 @@ def diarize(
 
                 def process(source: Path, display: str) -> dict[str, str]:
                     task = rep.task(f"diarize {Path(display).name}")
-                    t0 = time.perf_counter()
-                    diar = _interruptible(lambda cancel: diarizer(
-                        source, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
-                        channel=channel, progress=lambda d, t: rep.update(task, d, t), cancel=cancel,
-                        relabel=namer.relabel if namer is not None else None))
+                    result = _interruptible(lambda cancel: diarize_file(
+                        diarizer, source, display, models=models, namer=namer, num_speakers=num_speakers,
+                        min_speakers=min_speakers, max_speakers=max_speakers, channel=channel,
+                        progress=lambda d, t: rep.update(task, d, t), cancel=cancel))
                     rep.done(task)
-                    result = diarization_result(diar, display, namer, models, round(time.perf_counter() - t0, 3))
-                    if Path(display) == source:  # standard input arrives as a temporary copy: no file to record
-                        result.source = fingerprint(source, channel)
                     return {f: render_turns(result, f) for f in plan.formats}
 
                 return process
@@ -540,9 +536,9 @@ def transcribe(
 
       whispdiar transcribe --ray --from-list files.txt -f srt -d out/
     """
+    from .asr.whisper import check_beam_size, check_translate
+    from .outputs.writers import FORMATS, CueLimits
     from .spans import make_span, parse_time
-    from .transcription import check_beam_size, check_translate
-    from .writers import FORMATS, CueLimits
 
     try:
         lang = None if language.lower() == "auto" else language.lower()
@@ -611,7 +607,7 @@ def transcribe(
 
                 namer = None
                 if emb is not None and not no_names:
-                    from .embedding import model_fingerprint
+                    from .diarization.embedding import model_fingerprint
 
                     namer = _namer(model_fingerprint(emb), speakers_db, threshold, rep)
                 remote = ray_remote(job, RayOptions(ray_address, threads or 1, ray_actors), namer, rep)
@@ -713,11 +709,9 @@ def _optional_model(name: str) -> Path | None:
 
 def _namer(model_id: str, db: Path | None, threshold: float | None, rep: ProgressReporter,
            remember: bool | None = None) -> object:
-    from .paths import speakers_db_path
-    from .voiceprints import VoiceprintNamer
+    from .batch.job import make_namer
 
-    kwargs = {} if threshold is None else {"threshold": threshold}
-    return VoiceprintNamer(db or speakers_db_path(), model_id, warn=rep.log, remember=remember, **kwargs)
+    return make_namer(model_id, db, threshold, warn=rep.log, remember=remember)
 
 
 # --- batch-status ------------------------------------------------------------------------
@@ -739,6 +733,107 @@ def batch_status(
     sys.stdout.write("".join(f"{line}\n" for line in st.lines()))
     if not st.complete:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+# --- serve -------------------------------------------------------------------------------
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on; anything but "
+                                      "loopback needs a token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", metavar="PORT", help="Port; 0 picks a free one (printed at "
+                                      "start).")] = 8765,
+    token: Annotated[str | None, typer.Option(
+        "--token", metavar="TOKEN", envvar="WHISPDIAR_TOKEN", show_envvar=True,
+        help="Every request must send 'Authorization: Bearer TOKEN' (better in the environment variable: "
+        "arguments show in ps).")] = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, metavar="N", help="Jobs run at once (sharing the "
+                                         "loaded models).")] = 1,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "-m", metavar="MODEL", help="Whisper model to serve, repeatable; the first is the default, "
+        "which requests for any other model name (whisper-1, ...) get [default: base].", show_default=False)] = None,
+    queue: Annotated[int, typer.Option("--queue", min=0, metavar="N", help="Jobs that may wait beyond the running "
+                                       "ones; more get 429 at once.")] = 16,
+    max_upload: Annotated[str, typer.Option("--max-upload", metavar="SIZE", help="Largest upload (500M, 2G, ...); "
+                                            "larger ones get 413.")] = "1G",
+    keep: Annotated[str, typer.Option("--keep", metavar="AGE", help="How long a finished job's results and upload "
+                                      "are kept: 90m, 24h, 7d.")] = "24h",
+    allow_host: Annotated[list[str] | None, typer.Option(
+        "--allow-host", metavar="NAME", help="Also answer requests addressed to this host name (e.g. behind a "
+        "reverse proxy: its public name); * for any.")] = None,
+    allow_origin: Annotated[list[str] | None, typer.Option(
+        "--allow-origin", metavar="ORIGIN", help="Let web pages of this origin (https://app.example) call the API "
+        "(CORS).")] = None,
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", metavar="DIR", help="Jobs database and files [default: $WHISPDIAR_HOME/server].")] = None,
+    no_resume: Annotated[bool, typer.Option(
+        "--no-resume", help="Report jobs left unfinished by the last stop as interrupted instead of running "
+        "them again.")] = False,
+    speakers_db: SpeakersDb = None,
+    threshold: Threshold = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", "-t", min=1, metavar="N", help="CPU threads per running job [default: cores, max 8].")] = None,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request on stderr.")] = False,
+    quiet: Quiet = False,
+    offline: Offline = False,
+) -> None:
+    """Serve the HTTP API (docs/api.md): OpenAI-compatible transcription with speakers, jobs
+    for long recordings, diarization and the speaker database. The models load once, at start.
+
+    Safe by default: it listens on 127.0.0.1 only; any other address needs a token; every
+    request's Host and a browser's Origin are checked; uploads are limited. Ctrl-C or
+    SIGTERM stops it cleanly: running jobs are cancelled and resume at the next start.
+
+    Examples:
+
+      whispdiar serve
+
+      whispdiar serve -m tiny.en -m base --workers 2 --keep 7d
+
+      WHISPDIAR_TOKEN=<a long random secret> whispdiar serve --host 0.0.0.0
+
+      curl -F file=@meeting.wav -F response_format=verbose_json http://127.0.0.1:8765/v1/audio/transcriptions
+
+      curl -F file=@meeting.m4a http://127.0.0.1:8765/v1/jobs
+    """
+    from .server.config import ServerConfig, parse_keep, parse_size
+
+    try:
+        config = ServerConfig(
+            host=host, port=port, token=token, workers=workers, models=tuple(model or ["base"]), threads=threads,
+            queue_size=queue, max_upload_bytes=parse_size(max_upload), keep_seconds=parse_keep(keep),
+            allowed_hosts=tuple(allow_host or ()), allowed_origins=tuple(allow_origin or ()), state_dir=state_dir,
+            speakers_db=speakers_db, threshold=threshold, resume=not no_resume).check()
+        from .server import runner
+        from .server.service import Service
+
+        sock = runner.bind(host, port)  # a taken port fails before the models load
+        try:
+            _fetch_missing([*config.models, "segmentation-3.0", "campplus", "silero-vad"], offline, quiet)
+            with ProgressReporter(enabled=not quiet) as rep:
+                task = rep.task("loading models")
+                service = Service(config)
+                rep.done(task)
+        except BaseException:
+            sock.close()
+            raise
+    except WhispdiarError as e:
+        raise _fail(e) from None
+    from .server.app import create_app
+
+    try:
+        where = runner.url(sock)
+        err.print(f"whispdiar: serving {where} (models: {', '.join(service.workers)}; {workers} worker"
+                  f"{'s' * (workers != 1)}, queue {queue}; {'token required' if token else 'no token'}); "
+                  "Ctrl-C stops", markup=False)
+        stopped_by = runner.serve(create_app(config, service=service), sock, service.stop, access_log=access_log)
+    finally:
+        service.close()
+        sock.close()
+    how = {2: " (SIGINT)", 15: " (SIGTERM)"}.get(stopped_by or 0, "")
+    n = service.requeued
+    err.print(f"whispdiar: serve: stopped{how}" + (f"; {n} job{'s' * (n != 1)} cancelled mid-way, resumed at the "
+                                                   "next start" if n else ""), markup=False)
 
 
 # --- enroll / speakers ---------------------------------------------------------------------
@@ -789,11 +884,11 @@ def enroll(
 
       whispdiar enroll Bob --from meeting.rttm --audio meeting.wav --speaker SPEAKER_01
     """
-    from .diarization import Diarizer
+    from .diarization.diarizer import Diarizer
     from .paths import speakers_db_path
     from .spans import make_span, parse_time
-    from .voiceprints import Sample, Skipped, VoiceprintStore
-    from .voiceprints import enroll as enroll_samples
+    from .speakers.store import Sample, Skipped, VoiceprintStore
+    from .speakers.store import enroll as enroll_samples
 
     rep = ProgressReporter(enabled=not quiet)
 
@@ -834,10 +929,10 @@ def _enroll_from_result(name: str, samples: list[Path] | None, result: Path | No
                         audio_file: Path | None, start: float | None, end: float | None, channel: int | None,
                         speakers_db: Path | None, threads: int | None, rep: ProgressReporter,
                         fetch_models: Callable[[], None]) -> None:
-    from .diarization import Diarizer
+    from .diarization.diarizer import Diarizer
     from .paths import speakers_db_path
     from .speakers.from_result import enroll_from_result, load_result
-    from .voiceprints import VoiceprintStore, check_name
+    from .speakers.store import VoiceprintStore, check_name
 
     if result is None:
         raise UsageError("--speaker and --audio go with --from RESULT")
@@ -871,7 +966,7 @@ def speakers_list(speakers_db: SpeakersDb = None) -> None:
     (enrolled / unknown: a remembered voice), first and last heard, recordings it was heard
     in, seconds of speech heard, the last recording ("-" where not known)."""
     from .paths import speakers_db_path
-    from .voiceprints import VoiceprintStore
+    from .speakers.store import VoiceprintStore
 
     try:
         path = speakers_db or speakers_db_path()
@@ -897,7 +992,7 @@ def speakers_merge(source: Annotated[str, typer.Argument(help="The entry to join
     """
     from .paths import speakers_db_path
     from .speakers.memory import merge
-    from .voiceprints import VoiceprintStore
+    from .speakers.store import VoiceprintStore
 
     try:
         with VoiceprintStore(speakers_db or speakers_db_path(), create=False) as store:
@@ -916,7 +1011,7 @@ def speakers_forget_unknown(
     """Forget remembered unknown voices ("Unknown N"); named speakers stay."""
     from .paths import speakers_db_path
     from .speakers.memory import forget_unknown, parse_age
-    from .voiceprints import VoiceprintStore
+    from .speakers.store import VoiceprintStore
 
     try:
         age = None if older_than is None else parse_age(older_than)
@@ -941,7 +1036,7 @@ def speakers_config(
     by default (as with --remember; --no-remember turns it off for one run)."""
     from .paths import speakers_db_path
     from .speakers.memory import SETTINGS, get_setting, set_setting, settings
-    from .voiceprints import VoiceprintStore
+    from .speakers.store import VoiceprintStore
 
     try:
         path = speakers_db or speakers_db_path()
@@ -968,7 +1063,7 @@ def speakers_config(
 def speakers_remove(name: str, speakers_db: SpeakersDb = None) -> None:
     """Forget a speaker and all their samples."""
     from .paths import speakers_db_path
-    from .voiceprints import VoiceprintStore
+    from .speakers.store import VoiceprintStore
 
     try:
         with VoiceprintStore(speakers_db or speakers_db_path(), create=False) as store:
@@ -981,7 +1076,7 @@ def speakers_remove(name: str, speakers_db: SpeakersDb = None) -> None:
 def speakers_rename(old: str, new: str, speakers_db: SpeakersDb = None) -> None:
     """Give an enrolled speaker another name."""
     from .paths import speakers_db_path
-    from .voiceprints import VoiceprintStore
+    from .speakers.store import VoiceprintStore
 
     try:
         with VoiceprintStore(speakers_db or speakers_db_path(), create=False) as store:

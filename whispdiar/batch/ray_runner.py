@@ -30,7 +30,7 @@ from ..errors import UsageError, WhispdiarError
 from .job import TranscribeJob, TranscribeWorker
 
 if TYPE_CHECKING:
-    from ..outputs import PlannedInput
+    from ..outputs.destination import PlannedInput
     from ..progress import ProgressReporter
 
 NAMESPACE = "whispdiar"

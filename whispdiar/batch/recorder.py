@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WhispdiarError
-from ..outputs import PlannedInput
+from ..outputs.destination import PlannedInput
 from .manifest import (
     STDIN_KEY,
     FileRecord,

@@ -22,9 +22,9 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.optimize import linear_sum_assignment
 
-from ..clustering import Clustering, centroids_of, l2_normalize, merge_weak_clusters
-from ..naming import DEFAULT_THRESHOLD, Voiceprint, name_speakers, steer_clustering
+from ..diarization.clustering import Clustering, centroids_of, l2_normalize, merge_weak_clusters
 from ..records import Result, Segment, Speaker, Turn, Word
+from ..speakers.naming import DEFAULT_THRESHOLD, Voiceprint, name_speakers, steer_clustering
 from .events import LiveUtterance
 from .online_speakers import DEFAULT_JOIN, next_anonymous_names
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..clustering import l2_normalize
-from ..naming import DEFAULT_THRESHOLD, Voiceprint
+from ..diarization.clustering import l2_normalize
+from ..speakers.naming import DEFAULT_THRESHOLD, Voiceprint
 
 # Calibrated on the LibriSpeech meetings (docs/live.md): utterance embeddings of one reader
 # against that reader's running centroid are mostly above 0.5, other readers' below 0.3.

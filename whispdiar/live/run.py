@@ -18,10 +18,10 @@ from typing import Any, TextIO
 from .. import models as model_registry
 from .. import signals
 from ..errors import UsageError
-from ..outputs import OutputPlan, plan_outputs, write_outputs
+from ..outputs.destination import OutputPlan, plan_outputs, write_outputs
+from ..outputs.writers import FORMATS, render
+from ..outputs.writers import clock as writers_clock
 from ..progress import ProgressReporter
-from ..writers import FORMATS, render
-from ..writers import clock as writers_clock
 from .events import Degraded, Final, Finished, Partial, SpeakerUpdate
 from .finalize import align_refined, build_result, changed, recluster
 from .session import LiveConfig, LiveEngines, LiveSession, whisper_threads
@@ -94,7 +94,7 @@ def _voiceprints(opts: LiveOptions, model_id: str, rep: ProgressReporter) -> dic
     if not opts.names:
         return {}
     from ..paths import speakers_db_path
-    from ..voiceprints import VoiceprintNamer
+    from ..speakers.store import VoiceprintNamer
 
     kwargs = {} if opts.threshold is None else {"threshold": opts.threshold}
     namer = VoiceprintNamer(opts.speakers_db or speakers_db_path(), model_id, warn=rep.log, remember=False, **kwargs)
@@ -103,8 +103,8 @@ def _voiceprints(opts: LiveOptions, model_id: str, rep: ProgressReporter) -> dic
 
 def run_live(opts: LiveOptions, out: TextIO = sys.stdout) -> int:
     """Run the command; returns the exit code (130/143 leave through ``signals.exit_for``)."""
-    from ..embedding import model_fingerprint
-    from ..naming import DEFAULT_THRESHOLD
+    from ..diarization.embedding import model_fingerprint
+    from ..speakers.naming import DEFAULT_THRESHOLD
 
     threshold = DEFAULT_THRESHOLD if opts.threshold is None else opts.threshold
     whisper = model_registry.resolve(opts.model, role="asr")
@@ -212,14 +212,14 @@ def _live_loop(session: LiveSession, capture: Capture, recorder: Recorder, print
 
 
 def _write(plan: OutputPlan, result: Any, opts: LiveOptions, rep: ProgressReporter) -> None:
-    from ..writers import HtmlWriter
+    from ..outputs.writers import HtmlWriter
 
     item = plan.items[0]
     rendered = {}
     for fmt in plan.formats:
         if fmt == "html":
             if opts.save is not None:
-                from ..report import audio_reference
+                from ..outputs.report import audio_reference
 
                 dest = item.destinations.get("html")
                 rendered[fmt] = HtmlWriter(audio_src=audio_reference(str(opts.save), dest)).render(result)
@@ -237,7 +237,7 @@ def _refine(saved: Path, opts: LiveOptions, plan: OutputPlan, utts: list, instan
     """The refined tier: (each line's refined speaker, None), or (None, the signal that
     stopped it; the instant outputs stay)."""
     from ..pipeline import Pipeline
-    from ..voiceprints import VoiceprintNamer
+    from ..speakers.store import VoiceprintNamer
 
     box: dict[str, Any] = {}
     cancel = threading.Event()

@@ -40,14 +40,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE
+from ..alignment import NO_SPACE_LANGUAGES
+from ..asr.chunks import JOIN_SILENCE, LEAD_IN, MAX_CHUNK_SECONDS, Chunk, Piece
+from ..asr.vad import FRAME_SECONDS, SileroVad
+from ..asr.whisper import Transcriber
+from ..asr.words import chunk_segments
+from ..audio.read import SAMPLE_RATE
 from ..cancel import Cancelled
-from ..embedding import SpeakerEmbedder, fbank
-from ..naming import DEFAULT_THRESHOLD, Voiceprint
+from ..diarization.embedding import SpeakerEmbedder, fbank
+from ..diarization.segmentation import Segmenter
 from ..records import Word
-from ..segmentation import Segmenter
-from ..transcription import JOIN_SILENCE, LEAD_IN, MAX_CHUNK_SECONDS, Chunk, Piece, Transcriber, chunk_segments
-from ..vad import FRAME_SECONDS, SileroVad
+from ..speakers.naming import DEFAULT_THRESHOLD, Voiceprint
 from .events import Degraded, Event, Final, Finished, LiveUtterance, Partial, SpeakerUpdate
 from .online_speakers import DEFAULT_JOIN, OnlineSpeakers
 from .turns import change_points, split_at_changes
@@ -496,7 +499,7 @@ def utterance_embedding(embedder: SpeakerEmbedder, u: Utterance) -> np.ndarray |
 
 
 def _join(words: list[Word], language: str | None) -> str:
-    sep = "" if language in ("zh", "ja", "th", "lo", "km", "my", "yue") else " "
+    sep = "" if language in NO_SPACE_LANGUAGES else " "
     return sep.join(w.text for w in words).strip()
 
 

@@ -25,7 +25,7 @@ from typing import BinaryIO, Protocol
 import numpy as np
 import soundfile as sf
 
-from ..audio import SAMPLE_RATE
+from ..audio.read import SAMPLE_RATE
 from ..errors import AudioError, UsageError, WhispdiarError
 
 RAW_FORMATS = {"s16le": ("<i2", "PCM_16", 32768.0), "s32le": ("<i4", "PCM_32", 2147483648.0),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..segmentation import FRAME_STEP, NUM_FRAMES, WINDOW_SAMPLES, Segmenter, frame_center
+from ..diarization.segmentation import FRAME_STEP, NUM_FRAMES, WINDOW_SAMPLES, Segmenter, frame_center
 from .utterances import Utterance
 
 MIN_TURN = 1.0  # s: shorter runs of one local speaker join their neighbours

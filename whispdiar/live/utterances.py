@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE
-from ..vad import FRAME, FRAME_SECONDS, VadStream
+from ..asr.vad import FRAME, FRAME_SECONDS, VadStream
+from ..audio.read import SAMPLE_RATE
 
 
 @dataclass(frozen=True, slots=True)

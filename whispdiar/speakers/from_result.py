@@ -22,16 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import audio
+from ..audio import read as audio
 from ..errors import InputNotFound, UsageError, VoiceprintError
-from ..naming import is_anonymous_name
 from ..records import AudioSource, Turn
+from .naming import is_anonymous_name
 from .source import fingerprint, from_json
 from .spans import seconds, solo_spans
 
 if TYPE_CHECKING:
-    from ..diarization import Diarizer
-    from ..voiceprints import VoiceprintStore
+    from ..diarization.diarizer import Diarizer
+    from .store import VoiceprintStore
 
 MIN_STRETCH_SECONDS = 1.0  # shorter single-speaker stretches are left out
 
@@ -115,7 +115,7 @@ def load_result(path: str | os.PathLike[str]) -> LoadedResult:
 
 
 def _load_rttm(p: Path, text: str) -> LoadedResult:
-    from ..rttm import parse_rttm
+    from ..outputs.rttm import parse_rttm
 
     try:
         by_uri = parse_rttm(text)
@@ -165,7 +165,7 @@ def enroll_from_result(
     min_stretch: float = MIN_STRETCH_SECONDS,
 ) -> FromResult:
     """Enroll ``name`` from ``speaker``'s clean stretches in a result: all or nothing."""
-    from ..voiceprints import MIN_SPEECH_SECONDS, NotEnoughSpeech, Sample, check_name, embed_speech, embedding_model_id
+    from .store import MIN_SPEECH_SECONDS, NotEnoughSpeech, Sample, check_name, embed_speech, embedding_model_id
 
     name = check_name(name)
     result = load_result(result_path)

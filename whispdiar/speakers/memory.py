@@ -4,7 +4,7 @@ With ``transcribe --remember`` (or ``whispdiar speakers config remember on``), a
 recording is diarized and named:
 
 - an unrecognised speaker with at least ``MIN_SECONDS`` of single-speaker speech and a
-  confidence (``whispdiar.confidence``: probability that the cluster is a distinct real
+  confidence (``whispdiar.diarization.confidence``: probability that the cluster is a distinct real
   voice) of at least ``MIN_CONFIDENCE`` becomes an anonymous entry "Unknown N" (N never
   reused), its voiceprint made of the cluster's own CAM++ window embeddings, condensed
   to at most ``EMBEDDINGS_PER_HEARING`` vectors;
@@ -33,17 +33,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..clustering import l2_normalize
+from ..diarization.clustering import l2_normalize
 from ..errors import UsageError, VoiceprintError
-from ..naming import ANONYMOUS_PREFIX, Match, is_anonymous_name
+from .naming import ANONYMOUS_PREFIX, Match, is_anonymous_name
 from .spans import seconds, solo_spans
 
 if TYPE_CHECKING:
-    from ..diarization import Diarization
-    from ..voiceprints import VoiceprintStore
+    from ..diarization.diarizer import Diarization
+    from .store import VoiceprintStore
 
 MIN_SECONDS = 10.0  # single-speaker speech an unknown voice needs to be remembered
-MIN_CONFIDENCE = 0.9  # whispdiar.confidence probability that it is a distinct real voice
+MIN_CONFIDENCE = 0.9  # whispdiar.diarization.confidence probability that it is a distinct real voice
 UPDATE_SIMILARITY = 0.6  # a re-heard voice adds to its voiceprint only when matched this well
 EMBEDDINGS_PER_HEARING = 6  # vectors stored per hearing (means of consecutive windows)
 SAMPLES_PER_ENTRY = 4  # hearings kept in an anonymous voiceprint (newest)
@@ -115,7 +115,7 @@ def _setting(key: str) -> tuple[str, tuple[str, ...]]:
 
 def remember_by_default(path: str | Path) -> bool:
     """The database's ``remember`` setting (off when there is no database)."""
-    from ..voiceprints import VoiceprintStore
+    from .store import VoiceprintStore
 
     p = Path(path).expanduser()
     if not p.exists():

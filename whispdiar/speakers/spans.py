@@ -4,27 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ..intervals import union
 from ..records import Turn
-
-
-def _union(spans: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
-    out: list[list[float]] = []
-    for a, b in sorted(spans):
-        if b <= a:
-            continue
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return [(a, b) for a, b in out]
 
 
 def solo_spans(turns: Iterable[Turn], label: str, min_seconds: float = 0.0) -> tuple[list[tuple[float, float]], float]:
     """(stretches where ``label`` speaks and nobody else does, each >= ``min_seconds``;
     seconds of ``label``'s speech left out: overlapped or in shorter stretches)."""
     turns = list(turns)
-    mine = _union((t.start, t.end) for t in turns if t.speaker == label)
-    others = _union((t.start, t.end) for t in turns if t.speaker != label)
+    mine = union((t.start, t.end) for t in turns if t.speaker == label)
+    others = union((t.start, t.end) for t in turns if t.speaker != label)
     solo: list[tuple[float, float]] = []
     j = 0
     for a, b in mine:
