@@ -45,7 +45,8 @@ def test_missing_dependency_is_a_broken_install_not_a_traceback(tmp_path: Path) 
 
 def test_the_package_carries_what_it_reads_at_run_time() -> None:
     # What setuptools puts in the wheel: package data declared in pyproject.toml.
-    assert (PACKAGE / "manifest.json").is_file() and (PACKAGE / "export_campplus.py").is_file()
+    assert (PACKAGE / "manifest.json").is_file() and (PACKAGE / "diarization" / "export_campplus.py").is_file()
+    assert (PACKAGE / "py.typed").is_file()
     from whispdiar import models
 
-    assert models.MANIFEST.parent == PACKAGE and models.EXPORT_CAMPPLUS.parent == PACKAGE
+    assert models.MANIFEST.parent == PACKAGE and models.EXPORT_CAMPPLUS.parent == PACKAGE / "diarization"
