@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +20,12 @@ DATA = Path(__file__).parent / "data"
 START_TIMEOUT = 240.0  # s: loading the models on a busy 2-core machine
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class Served:
     """``whispdiar serve ARGS --port 0``; ``url`` once it listens, ``lines`` its stderr so far."""
 
@@ -28,18 +35,26 @@ class Served:
         full_env.pop("WHISPDIAR_TOKEN", None)
         if token is not None:
             full_env["WHISPDIAR_TOKEN"] = token
-        self.proc = subprocess.Popen(CLI + ["serve", "--port", "0", "--offline", "-q", *args],
+        port = _free_port()  # known before the start: readiness is read off /health, not stderr
+        self.proc = subprocess.Popen(CLI + ["serve", "--port", str(port), "--offline", "-q", *args],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=full_env)
         self.lines: list[str] = []
         self._ready = threading.Event()
-        self.url = ""
+        self.url = f"http://127.0.0.1:{port}"
         threading.Thread(target=self._read, daemon=True).start()
         deadline = time.monotonic() + START_TIMEOUT
-        while not self._ready.wait(0.2):
+        while not (self._ready.wait(0.2) or self._answers()):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.proc.kill()
                 raise RuntimeError(f"whispdiar serve did not start: {self.lines}")
+
+    def _answers(self) -> bool:
+        try:
+            httpx.get(f"{self.url}/health", timeout=2)
+        except httpx.HTTPError:
+            return False
+        return True
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -47,7 +62,6 @@ class Served:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self.lines.append(line)
             if line.startswith("whispdiar: serving http://"):
-                self.url = line.split()[2]
                 self._ready.set()
 
     def client(self, **kw: object) -> httpx.Client:
